@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+# Both create .venv and install everything on first use, idempotently.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.graphopt-installed
+# The CPU wheel first: an unpinned torch would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+export NO_MKDOCS_2_WARNING := 1
+SRC := graphopt solvers plugins tests benchmarks
+
+.PHONY: setup demo test test-slow lint docs bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev,demo,bench]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/graphopt plugins
+
+lint: setup
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
+
+docs: setup
+	$(BIN)/mkdocs build --strict --site-dir site
+
+test: lint docs
+	$(BIN)/pytest -q
+
+test-slow: setup
+	$(BIN)/pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""``python -m graphopt.cli``."""
+
+from graphopt.cli import main
+
+raise SystemExit(main())

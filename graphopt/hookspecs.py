@@ -1,0 +1,30 @@
+"""The hooks a graphopt plugin may implement.
+
+A plugin is a module (or object) with functions decorated by
+``graphopt.hookimpl`` whose names match the specs below. Built-in solvers and
+methods are plugins of exactly this kind; see ``graphopt.plugins`` and
+``graphopt.solvers`` for worked examples.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from graphopt.registry import Registrar
+
+hookspec = pluggy.HookspecMarker("graphopt")
+hookimpl = pluggy.HookimplMarker("graphopt")
+
+
+@hookspec
+def graphopt_register(registry: Registrar) -> None:
+    """Register what the plugin provides.
+
+    Called once per plugin, the first time the registry is used. Call
+    ``registry.add(kind, name, obj)`` for each method, graph construction,
+    eigensolver, penalty, GGM solver, gradient transform or filter response
+    the plugin offers. Return nothing.
+    """
