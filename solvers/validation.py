@@ -87,3 +87,73 @@ def check_int_in_range(value: Any, name: str, low: int, high: int | None = None)
         bound = f">= {low}" + (f" and < {high}" if high is not None else "")
         raise ValueError(f"{name} must be {bound}; got {value}")
     return int(value)
+
+
+def check_positive_semidefinite(tensor: torch.Tensor, name: str, *, definite: bool = False) -> None:
+    """Reject a symmetric matrix that is not positive semidefinite (or definite).
+
+    One Cholesky factorization (no eigendecomposition): semidefinite means
+    ``A + 1e-8 max(|A_ii|) I`` factorizes, definite that ``A`` itself does; the
+    diagonal must be positive either way.
+    """
+    diagonal = tensor.diagonal()
+    if not bool((diagonal > 0).all()):
+        raise ValueError(
+            f"{name} must have a positive diagonal; min {name}_ii = {float(diagonal.min()):.3g}"
+        )
+    shift = 0.0 if definite else 1e-8 * float(diagonal.max())
+    eye = torch.eye(tensor.shape[0], dtype=tensor.dtype, device=tensor.device)
+    if int(torch.linalg.cholesky_ex(tensor + shift * eye)[1]) != 0:
+        kind = "positive definite" if definite else "positive semidefinite"
+        raise ValueError(f"{name} must be {kind} (its Cholesky factorization failed)")
+
+
+def check_symmetric_matrix(
+    matrix: Any, name: str, *, nonnegative: bool = False, hint: str = ""
+) -> int:
+    """Square, finite, symmetric (and optionally non-negative) matrix of any storage.
+
+    Accepts a torch tensor (dense, COO, CSR; checked on its own device), a
+    scipy sparse matrix or a numpy array; only stored entries are read, so a
+    sparse matrix is never densified. Symmetric means max |A - A^T| <=
+    1e-8 max(max |A_ij|, 1). Returns the size; ``hint`` is appended to the
+    asymmetry message.
+    """
+    import scipy.sparse as sp
+
+    if isinstance(matrix, torch.Tensor):
+        if not matrix.is_floating_point():
+            raise ValueError(f"{name} must be a floating tensor; got dtype {matrix.dtype}")
+        shape = tuple(matrix.shape)
+    else:
+        shape = tuple(getattr(matrix, "shape", np.shape(matrix)))
+    if len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty square matrix; got shape {shape}")
+    if isinstance(matrix, torch.Tensor):
+        dense = matrix.layout == torch.strided
+        coo = matrix.detach() if dense else matrix.detach().to_sparse_coo().coalesce()
+        values = coo if dense else coo.values()
+        gap = coo - coo.T if dense else (coo - coo.t()).coalesce().values()
+        finite = bool(torch.isfinite(values).all())
+        stats = [float(v.abs().max()) if v.numel() else 0.0 for v in (values, gap)]
+        low = float(values.min()) if values.numel() else 0.0
+    else:
+        array = sp.csr_array(matrix, dtype=np.float64) if sp.issparse(matrix) else None
+        if array is None:
+            array = np.asarray(matrix, dtype=np.float64)
+            values, gap = array, array - array.T
+        else:
+            values, gap = array.data, (array - array.T).data
+        finite = bool(np.isfinite(values).all())
+        stats = [float(np.abs(v).max()) if v.size else 0.0 for v in (values, gap)]
+        low = float(values.min()) if values.size else 0.0
+    if not finite:
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if nonnegative and low < 0:
+        raise ValueError(f"{name} must have non-negative entries; min entry {low:.3g}")
+    scale, asymmetry = stats
+    if asymmetry > 1e-8 * max(scale, 1.0):
+        raise ValueError(
+            f"{name} must be symmetric; max |{name} - {name}.T| = {asymmetry:.3g}{hint}"
+        )
+    return int(shape[0])

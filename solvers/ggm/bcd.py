@@ -1,0 +1,107 @@
+"""The [GGM] coupled (Omega, Delta) block coordinate descent (Zheng & Cao 2024).
+
+    minimize  F(Omega, Delta) = -log det Omega + tr(S Omega)
+                                + lambda0 ||Omega - Delta||_F^2 + P_tau(Delta)
+
+with P_tau the group penalty of weight tau (``lam`` here). Each sweep minimizes
+F exactly in one block at a time, so F never increases:
+
+    Delta <- group_prox(Omega, tau / (2 lambda0))     (GST for phi(t) = t^p)
+    Omega <- closed-form Omega-step with rho = 2 lambda0, C = 2 lambda0 Delta - S
+
+The reference code runs 100 gradient-ascent steps for the Omega-step; the
+closed form (one eigendecomposition) is exact. Reference values: lambda0 = 1000,
+tau = 20, p = 0.9, 50 sweeps, stop when max(||dOmega||_F, ||dDelta||_F) < 1e-6,
+start Omega = pinv(S + 1e-10 I).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from graphopt.solvers.ggm.admm import Progress
+from graphopt.solvers.ggm.groups import GroupStructure
+from graphopt.solvers.ggm.objective import log_det
+from graphopt.solvers.ggm.omega_step import omega_step
+from graphopt.solvers.ggm.penalties import Penalty, group_prox, penalty_value
+from graphopt.solvers.ggm.result import GGMResult, warn_not_converged
+from graphopt.solvers.validation import check_positive
+
+REFERENCE_TAU = 20.0
+"""The [GGM] reference code's tau (the solve default ``lam`` for BCD)."""
+
+
+def coupled_objective(
+    omega: torch.Tensor,
+    delta: torch.Tensor,
+    s: torch.Tensor,
+    structure: GroupStructure,
+    penalty: Penalty,
+    tau: float,
+    lambda0: float,
+) -> float:
+    """F(Omega, Delta) above; +inf when Omega is not positive definite."""
+    logdet = log_det(omega)
+    if logdet == -math.inf:
+        return math.inf
+    return (
+        -logdet
+        + float((s * omega).sum())
+        + lambda0 * float((omega - delta).square().sum())
+        + float(penalty_value(delta, structure, penalty, tau))
+    )
+
+
+def bcd(
+    s: torch.Tensor,
+    structure: GroupStructure,
+    penalty: Penalty,
+    lam: float = REFERENCE_TAU,
+    *,
+    omega0: torch.Tensor | None = None,
+    lambda0: float = 1000.0,
+    tol: float = 1e-6,
+    max_iter: int = 50,
+    progress: Progress | None = None,
+    warn: bool = True,
+) -> GGMResult:
+    """Run the coupled BCD on tensors; ``lam`` is the paper's tau. See module doc."""
+    lambda0 = check_positive(lambda0, "lambda0")
+    p = s.shape[0]
+    eye = torch.eye(p, dtype=s.dtype, device=s.device)
+    omega = torch.linalg.pinv(s + 1e-10 * eye, hermitian=True) if omega0 is None else omega0
+    delta = group_prox(omega, structure, penalty, lam / (2.0 * lambda0))
+    history: dict[str, list[float]] = {"objective": [], "primal_residual": [], "dual_residual": []}
+    converged = False
+    change = math.inf
+    iteration = 0
+    for iteration in range(1, max_iter + 1):
+        omega_new = omega_step(2.0 * lambda0 * delta - s, 2.0 * lambda0).omega
+        delta_new = group_prox(omega_new, structure, penalty, lam / (2.0 * lambda0))
+        change = max(float((omega_new - omega).norm()), float((delta_new - delta).norm()))
+        omega, delta = omega_new, delta_new
+        value = coupled_objective(omega, delta, s, structure, penalty, lam, lambda0)
+        history["objective"].append(value)
+        history["primal_residual"].append(float((omega - delta).norm()))
+        history["dual_residual"].append(change)
+        if progress is not None:
+            progress(iteration, {"objective": value, "change": change})
+        if change < tol:
+            converged = True
+            break
+    if not converged and warn:
+        warn_not_converged("bcd", max_iter, f"max(||dOmega||, ||dDelta||) = {change:.2e}")
+    covariance = torch.cholesky_inverse(torch.linalg.cholesky(omega))
+    return GGMResult(
+        precision=omega,
+        covariance=0.5 * (covariance + covariance.T),
+        objective=history["objective"][-1] if history["objective"] else math.inf,
+        n_iter=iteration,
+        converged=converged,
+        history=history,
+        kkt_residual=None,
+        sparse_precision=delta,
+        info={"lambda0": lambda0},
+    )

@@ -1,0 +1,208 @@
+"""Symmetric group structures on the off-diagonal entries of a p x p matrix.
+
+A group is a set of unordered off-diagonal pairs {i, j}; it is stored once, as
+upper-triangle positions (i < j), and stands for itself and its transpose.
+The penalty counts both triangles,
+
+    P(Omega) = sum_g lam_g * (phi(||Omega_g||_2) + phi(||Omega_g^T||_2))
+             = 2 * sum_g lam_g * phi(||Omega_g||_2),
+
+so singleton groups with phi(t) = t give ``lam * sum_{i != j} |Omega_ij|``, exactly
+scikit-learn's ``graphical_lasso`` penalty. Pairs in no group are unpenalized, as
+is the diagonal. Groups must not overlap (a partition of a subset of pairs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from graphopt.solvers.validation import check_int_in_range, check_positive
+
+
+@dataclass(frozen=True)
+class GroupStructure:
+    """Validated groups of a p x p symmetric matrix.
+
+    Attributes:
+        size: p.
+        rows, cols: upper-triangle positions (rows < cols) of every grouped entry, int64 (m,).
+        group_index: the group of each grouped entry, int64 (m,), values in [0, n_groups).
+        weights: per-group multiplier of lam (n_groups,), float64, > 0.
+        singleton: every off-diagonal pair is its own group with weight 1 (plain l1):
+            solvers may use elementwise fast paths.
+    """
+
+    size: int
+    rows: np.ndarray
+    cols: np.ndarray
+    group_index: np.ndarray
+    weights: np.ndarray
+    singleton: bool = False
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.weights.shape[0])
+
+    def restrict(self, nodes: np.ndarray) -> GroupStructure:
+        """The groups of the principal submatrix on ``nodes`` (whole groups only).
+
+        Screening guarantees that every group touching ``nodes`` lies inside them.
+        """
+        if self.singleton:
+            return singleton_groups(len(nodes))
+        position = np.full(self.size, -1, dtype=np.int64)
+        position[nodes] = np.arange(len(nodes))
+        inside = (position[self.rows] >= 0) & (position[self.cols] >= 0)
+        kept_groups, group_index = np.unique(self.group_index[inside], return_inverse=True)
+        return GroupStructure(
+            size=len(nodes),
+            rows=position[self.rows[inside]],
+            cols=position[self.cols[inside]],
+            group_index=group_index.astype(np.int64),
+            weights=self.weights[kept_groups],
+        )
+
+
+def singleton_groups(p: int) -> GroupStructure:
+    """Every off-diagonal pair its own group: the l1 graphical lasso."""
+    p = check_int_in_range(p, "p", 1)
+    rows, cols = np.triu_indices(p, k=1)
+    m = rows.shape[0]
+    return GroupStructure(
+        size=p,
+        rows=rows.astype(np.int64),
+        cols=cols.astype(np.int64),
+        group_index=np.arange(m, dtype=np.int64),
+        weights=np.ones(m),
+        singleton=True,
+    )
+
+
+def node_groups(p: int) -> GroupStructure:
+    """Node-wise groups: group j holds the links of node j to the nodes before it.
+
+    g_j = {Omega_ij : i < j} for j = 1, ..., p - 1 (and their transposes): a
+    partition of all off-diagonal pairs, so a whole column is kept or cut.
+    """
+    p = check_int_in_range(p, "p", 2)
+    return groups_from_pairs([[(i, j) for i in range(j)] for j in range(1, p)], p)
+
+
+def important_set_groups(p: int, important: Iterable[int]) -> GroupStructure:
+    """The [GGM] groups: for each node j outside the important set I, g_j = {Omega_ij : i in I}.
+
+    Links inside I and links between two nodes outside I are unpenalized
+    (Zheng & Cao 2024, sec. 3; reference code ``Graph_based_peft``).
+    """
+    p = check_int_in_range(p, "p", 2)
+    members = sorted({check_int_in_range(int(i), "important", 0, p) for i in important})
+    if not members or len(members) == p:
+        raise ValueError(
+            f"important must name between 1 and p - 1 = {p - 1} distinct nodes; got {len(members)}"
+        )
+    others = [j for j in range(p) if j not in set(members)]
+    return groups_from_pairs([[(i, j) for i in members] for j in others], p)
+
+
+def groups_from_pairs(
+    groups: Sequence[Sequence[Sequence[int]]],
+    p: int,
+    weights: Sequence[float] | None = None,
+) -> GroupStructure:
+    """Validate groups given as lists of (i, j) pairs (either order) and build the structure.
+
+    Raises ``ValueError`` for an empty group, a malformed pair, an index out of
+    range, a diagonal pair (the diagonal is never penalized), a pair listed twice
+    or a pair in two groups.
+    """
+    p = check_int_in_range(p, "p", 1)
+    if len(groups) == 0:
+        raise ValueError("groups must contain at least one group")
+    rows: list[int] = []
+    cols: list[int] = []
+    group_index: list[int] = []
+    owner: dict[tuple[int, int], int] = {}
+    for g, group in enumerate(groups):
+        if len(group) == 0:
+            raise ValueError(f"groups[{g}] is empty")
+        for pair in group:
+            if len(pair) != 2:
+                raise ValueError(f"groups[{g}] has {pair!r}; every entry must be a pair (i, j)")
+            i, j = (check_int_in_range(int(k), f"groups[{g}] index", 0, p) for k in pair)
+            if i == j:
+                raise ValueError(f"groups[{g}] contains the diagonal entry ({i}, {j})")
+            key = (min(i, j), max(i, j))
+            if key in owner:
+                where = "twice" if owner[key] == g else f"also in groups[{owner[key]}]"
+                raise ValueError(f"groups overlap: pair {key} of groups[{g}] is {where}")
+            owner[key] = g
+            rows.append(key[0])
+            cols.append(key[1])
+            group_index.append(g)
+    if weights is None:
+        weight_array = np.ones(len(groups))
+    else:
+        if len(weights) != len(groups):
+            raise ValueError(f"weights must have one entry per group ({len(groups)})")
+        weight_array = np.array([check_positive(w, "weights") for w in weights])
+    return GroupStructure(
+        size=p,
+        rows=np.asarray(rows, dtype=np.int64),
+        cols=np.asarray(cols, dtype=np.int64),
+        group_index=np.asarray(group_index, dtype=np.int64),
+        weights=weight_array,
+    )
+
+
+def make_groups(groups: object, p: int) -> GroupStructure:
+    """Normalize the ``groups`` argument of the solvers.
+
+    Accepts ``None`` or ``"singleton"`` (l1), ``"node"``, ``"important:K"`` (the
+    first K nodes are the important set), a ``GroupStructure`` of size p, or a
+    list of groups of (i, j) pairs.
+    """
+    if groups is None or groups == "singleton":
+        return singleton_groups(p)
+    if groups == "node":
+        return node_groups(p)
+    if isinstance(groups, str) and groups.startswith("important:"):
+        count = groups.split(":", 1)[1]
+        if not count.isdigit():
+            raise ValueError(f"groups 'important:K' needs an integer K; got {groups!r}")
+        return important_set_groups(p, range(int(count)))
+    if isinstance(groups, str):
+        raise ValueError(
+            f"groups must be 'singleton', 'node', 'important:K', a GroupStructure or a list "
+            f"of groups of (i, j) pairs; got {groups!r}"
+        )
+    if isinstance(groups, GroupStructure):
+        if groups.size != p:
+            raise ValueError(
+                f"groups is for a {groups.size} x {groups.size} matrix; S is {p} x {p}"
+            )
+        return groups
+    if not isinstance(groups, Sequence):
+        raise ValueError(f"groups must be a string, a GroupStructure or a list; got {groups!r}")
+    return groups_from_pairs(groups, p)
+
+
+def group_norms(matrix: torch.Tensor, structure: GroupStructure) -> torch.Tensor:
+    """||Omega_g||_2 over the upper-triangle entries of every group, shape (n_groups,)."""
+    rows, cols, index = _device_indices(structure, matrix.device)
+    squares = matrix[rows, cols].square()
+    sums = torch.zeros(structure.n_groups, dtype=matrix.dtype, device=matrix.device)
+    return sums.index_add_(0, index, squares).sqrt()
+
+
+def _device_indices(
+    structure: GroupStructure, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (
+        torch.as_tensor(structure.rows, device=device),
+        torch.as_tensor(structure.cols, device=device),
+        torch.as_tensor(structure.group_index, device=device),
+    )

@@ -1,0 +1,299 @@
+"""GGM solvers against independent references (scikit-learn, cvxpy, closed forms)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.covariance import graphical_lasso
+
+import graphopt
+from graphopt.ggm import solve as solve_by_name
+from graphopt.solvers.ggm import (
+    GGMConvergenceWarning,
+    L1Penalty,
+    L2pPenalty,
+    Penalty,
+    coupled_objective,
+    groups_from_pairs,
+    make_groups,
+    objective,
+    regularization_path,
+    solve,
+    solve_omega_subproblem,
+)
+from graphopt.solvers.reference import (
+    graphical_lasso_reference,
+    group_lasso_reference,
+    omega_step_reference,
+)
+
+
+def covariance(n: int, p: int, seed: int) -> np.ndarray:
+    """Sample covariance of n correlated Gaussian samples (singular when n <= p)."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.standard_normal((p, p)) / np.sqrt(p) + np.eye(p)
+    x = rng.standard_normal((n, p)) @ mixing
+    return np.cov(x, rowvar=False, bias=True)
+
+
+PROBLEMS = [(40, 10, 0), (60, 14, 1), (8, 12, 2)]  # the last one: n < p, S singular
+
+
+@pytest.mark.parametrize(("n", "p", "seed"), PROBLEMS)
+def test_l1_objective_matches_cvxpy_and_kkt_is_small(n, p, seed):
+    s = covariance(n, p, seed)
+    lam = 0.1
+    result = solve(s, lam=lam)
+    reference = graphical_lasso_reference(s, lam)
+    assert result.converged
+    assert result.objective <= reference.objective + 1e-6 * abs(reference.objective)
+    assert abs(result.objective - reference.objective) <= 1e-6 * abs(reference.objective)
+    assert result.kkt_residual < 1e-3
+
+
+@pytest.mark.parametrize(("n", "p", "seed"), PROBLEMS)
+def test_node_group_lasso_objective_matches_cvxpy_and_kkt_is_small(n, p, seed):
+    s = covariance(n, p, seed)
+    result = solve(s, lam=0.15, groups="node")
+    reference = group_lasso_reference(s, 0.15, "node")
+    assert result.converged
+    assert abs(result.objective - reference.objective) <= 1e-6 * abs(reference.objective)
+    assert result.kkt_residual < 1e-3
+
+
+@pytest.mark.parametrize(("n", "p", "seed"), PROBLEMS[:2])
+def test_important_set_group_lasso_objective_matches_cvxpy(n, p, seed):
+    # links outside the groups are unpenalized: needs n > p for a bounded problem
+    s = covariance(n, p, seed)
+    result = solve(s, lam=0.2, groups="important:4")
+    reference = group_lasso_reference(s, 0.2, "important:4")
+    assert abs(result.objective - reference.objective) <= 1e-6 * abs(reference.objective)
+    assert result.kkt_residual < 1e-3
+
+
+def test_weighted_explicit_groups_match_cvxpy():
+    # ungrouped pairs are unpenalized: n > p keeps the problem bounded
+    s = covariance(30, 9, 3)
+    groups = [[(0, 1), (0, 2), (1, 2)], [(3, 4), (5, 8)], [(6, 7)], [(0, 8), (2, 5)]]
+    structure = groups_from_pairs(groups, 9, weights=[1.0, 2.0, 0.5, 1.5])
+    result = solve(s, lam=0.1, groups=structure)
+    reference = group_lasso_reference(s, 0.1, structure)
+    assert abs(result.objective - reference.objective) <= 1e-6 * abs(reference.objective)
+
+
+def test_l1_singletons_equal_scikit_learn_graphical_lasso():
+    s = covariance(400, 12, 4)
+    _, expected = graphical_lasso(s, alpha=0.1, tol=1e-8, max_iter=2000)
+    result = solve(s, lam=0.1)
+    np.testing.assert_allclose(result.precision, expected, atol=1e-3)  # sklearn's own accuracy
+    np.testing.assert_array_equal(result.precision == 0, np.abs(expected) < 1e-8)
+    l1 = make_groups("singleton", 12)
+    theirs = objective(torch.from_numpy(expected), torch.from_numpy(s), l1, L1Penalty(), 0.1)
+    assert result.objective <= theirs + 1e-10
+
+
+def test_lambda_zero_gives_inverse_covariance():
+    s = covariance(50, 8, 5)
+    result = solve(s, lam=0.0)
+    np.testing.assert_allclose(result.precision, np.linalg.inv(s), rtol=1e-6, atol=1e-8)
+
+
+def test_omega_step_closed_form_equals_cvxpy_subproblem():
+    s = covariance(6, 8, 6)
+    rng = np.random.default_rng(7)
+    d = rng.standard_normal((8, 8))
+    d = d + d.T
+    ours = solve_omega_subproblem(torch.from_numpy(s), torch.from_numpy(d), 0.7).numpy()
+    reference = omega_step_reference(s, d, 0.7)
+    np.testing.assert_allclose(ours, reference.precision, atol=1e-5)
+    value = _omega_step_objective(ours, s, d, 0.7)
+    assert value <= _omega_step_objective(reference.precision, s, d, 0.7) + 1e-9
+
+
+def _omega_step_objective(x, s, d, lambda0):
+    return -np.linalg.slogdet(x)[1] + np.sum(s * x) + lambda0 * np.sum((x - d) ** 2)
+
+
+def test_bcd_coupled_objective_never_increases_for_l2p():
+    s = covariance(10, 12, 8)
+    result = solve(
+        s,
+        penalty="l2p",
+        p=0.9,
+        solver="bcd",
+        groups="important:4",
+        lam=0.5,
+        lambda0=5.0,
+        max_iter=40,
+        tol=1e-12,
+    )
+    objective = np.array(result.history["objective"])
+    assert np.all(np.diff(objective) <= 1e-9 * np.abs(objective[:-1]))
+
+
+def test_bcd_reports_its_coupled_objective():
+    s = covariance(30, 6, 9)
+    result = solve(s, penalty="l2p", solver="bcd", groups="node", lam=0.3, lambda0=10.0)
+    value = coupled_objective(
+        torch.from_numpy(result.precision),
+        torch.from_numpy(result.sparse_precision),
+        torch.from_numpy(s),
+        make_groups("node", 6),
+        L2pPenalty(0.9),
+        0.3,
+        10.0,
+    )
+    assert result.objective == pytest.approx(value, rel=1e-12)
+
+
+def test_l2p_with_p_near_one_approaches_the_convex_solution():
+    s = covariance(40, 10, 10)
+    convex = solve(s, lam=0.1, groups="node")
+    gaps = [
+        np.abs(
+            solve(s, lam=0.1, groups="node", penalty="l2p", p=p).precision - convex.precision
+        ).max()
+        for p in (0.9, 0.99, 0.999)
+    ]
+    assert gaps[2] < gaps[0]
+    assert gaps[2] < 1e-2
+
+
+def _two_block_covariance() -> np.ndarray:
+    s = covariance(30, 10, 11)
+    s[:5, 5:] = 0.0  # principal blocks of a PSD matrix: still PSD
+    s[5:, :5] = 0.0
+    return s
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        "singleton",
+        [[(0, 1), (2, 3)], [(0, 4)], [(1, 6), (3, 8)], [(5, 6), (7, 9)], [(8, 9)]],
+    ],
+)
+def test_screening_gives_the_same_solution_as_no_screening(groups):
+    s = _two_block_covariance()
+    screened = solve(s, lam=0.2, groups=groups, screen=True, tol=1e-14)
+    assert len(screened.info["blocks"]) + screened.info.get("singletons", 0) > 1
+    full = solve(s, lam=0.2, groups=groups, screen=False, tol=1e-14)
+    np.testing.assert_allclose(screened.precision, full.precision, atol=1e-6)
+    assert screened.objective == pytest.approx(full.objective, rel=1e-9)
+    assert screened.kkt_residual < 1e-3
+
+
+def test_regularization_path_is_ordered_and_warm_started_solutions_match_cold():
+    s = covariance(30, 8, 12)
+    path = regularization_path(s, [0.05, 0.3, 0.1])
+    assert [r.info["lam"] for r in path] == [0.3, 0.1, 0.05]
+    cold = solve(s, lam=0.05)
+    assert path[-1].objective == pytest.approx(cold.objective, rel=1e-8)
+
+
+BAD_INPUTS = [
+    (np.ones((3, 4)), {}, "square"),
+    (np.array([[1.0, 0.2], [0.5, 1.0]]), {}, "symmetric"),
+    (np.array([[1.0, np.nan], [np.nan, 1.0]]), {}, "NaN"),
+    (np.array([[1.0, np.inf], [np.inf, 1.0]]), {}, "NaN or infinite"),
+    (np.array([[1.0, 2.0], [2.0, 1.0]]), {}, "positive semidefinite"),
+    (np.array([[0.0, 0.0], [0.0, 1.0]]), {}, "positive diagonal"),
+    (np.eye(3), {"lam": -0.1}, "lam"),
+    (np.eye(3), {"penalty": "l2p", "p": 1.5}, "p must"),
+    (np.eye(3), {"penalty": "l2p", "p": 0.0}, "p must"),
+    (np.eye(3), {"groups": [[(0, 1)], [(1, 0)]]}, "overlap"),
+    (np.eye(3), {"groups": [[(2, 2)]]}, "diagonal"),
+    (np.eye(3), {"penalty": "scad"}, "penalty"),
+    (np.eye(3), {"solver": "newton"}, "solver"),
+    (np.eye(3), {"omega0": np.eye(2)}, "omega0"),
+]
+
+
+@pytest.mark.parametrize(("s", "options", "message"), BAD_INPUTS)
+def test_bad_input_raises_value_error_naming_it(s, options, message):
+    options = {"lam": 0.1, **options}
+    with pytest.raises(ValueError, match=message):
+        solve(s, **options)
+
+
+def test_lambda_zero_with_singular_covariance_is_rejected():
+    with pytest.raises(ValueError, match="positive definite"):
+        solve(covariance(3, 5, 13), lam=0.0)
+
+
+def test_admm_requires_lambda():
+    with pytest.raises(ValueError, match="lam is required"):
+        solve(np.eye(3))
+
+
+def test_non_convergence_sets_converged_false_and_warns():
+    s = covariance(30, 8, 14)
+    with pytest.warns(GGMConvergenceWarning, match="did not converge"):
+        result = solve(s, lam=0.05, max_iter=2)
+    assert not result.converged
+    assert np.isfinite(result.objective)
+    assert result.n_iter == 2
+
+
+def test_converged_solve_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GGMConvergenceWarning)
+        assert solve(covariance(30, 6, 15), lam=0.1).converged
+
+
+def test_numpy_in_numpy_out():
+    result = solve(covariance(20, 5, 16), lam=0.1)
+    assert isinstance(result.precision, np.ndarray)
+    assert isinstance(result.covariance, np.ndarray)
+
+
+def test_torch_in_torch_out_with_dtype_kept():
+    s = torch.from_numpy(covariance(20, 5, 16)).float()
+    result = solve(s, lam=0.1)
+    assert isinstance(result.precision, torch.Tensor)
+    assert result.precision.dtype == torch.float32
+    reference = solve(s.double().numpy(), lam=0.1)
+    np.testing.assert_allclose(result.precision.numpy(), reference.precision, atol=1e-5)
+
+
+def test_history_records_objective_and_residuals_per_iteration():
+    result = solve(covariance(30, 6, 17), lam=0.1)
+    for key in ("objective", "primal_residual", "dual_residual"):
+        assert len(result.history[key]) == result.n_iter
+
+
+def test_registered_third_party_penalty_is_found_by_name(monkeypatch):
+    class DoubleL1(Penalty):
+        """phi(t) = 2 t: with lam / 2 the same problem as l1 with lam."""
+
+        name = "double_l1"
+        convex = True
+
+        def phi(self, t):
+            return 2 * t
+
+        def prox(self, t, weight):
+            return (t - 2 * weight).clamp_min(0)
+
+        def derivative(self, t):
+            return 2 * torch.ones_like(t)
+
+    registry = graphopt.Registry(builtins=("graphopt.plugins.ggm_solvers",))
+    registry.load()
+
+    class Plugin:
+        @staticmethod
+        @graphopt.hookimpl
+        def graphopt_register(registry):
+            registry.add("penalty", "double_l1", DoubleL1)
+
+    registry.register(Plugin, name="third_party")
+    monkeypatch.setattr("graphopt.ggm.registry", registry)
+    s = covariance(30, 6, 18)
+    ours = solve_by_name(s, penalty="double_l1", lam=0.05)
+    plain = solve(s, lam=0.1)
+    assert ours.objective == pytest.approx(plain.objective, rel=1e-7)
+    assert ours.kkt_residual < 1e-3
