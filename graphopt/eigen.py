@@ -1,0 +1,60 @@
+"""The k smallest eigenpairs of a Laplacian, with the solver chosen by plugins.
+
+``smallest_eigenpairs`` is the registry-aware front of
+``graphopt.solvers.eigen``: the solver is looked up by name among the
+registered ``eigensolver`` entries (so a plugin can add one), and when no name
+is given the ``graphopt_choose_eigensolver`` hook picks it (so a plugin can
+change the policy; graphopt's measured default answers last).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from graphopt._registry import Registry
+    from graphopt.solvers.eigen import EigenResult
+
+
+def choose_eigensolver(
+    n: int, nnz: int, k: int, device: str, registry: Registry | None = None
+) -> str:
+    """The eigensolver name the ``graphopt_choose_eigensolver`` hook answers."""
+    registry = registry or _default_registry()
+    registry.load()
+    name = registry.pm.hook.graphopt_choose_eigensolver(n=n, nnz=nnz, k=k, device=device)
+    if name is None:
+        raise ValueError(
+            f"no plugin chose an eigensolver for n={n}, nnz={nnz}, k={k}, device={device!r}"
+        )
+    return name
+
+
+def smallest_eigenpairs(
+    L: Any,
+    k: int,
+    method: str | None = None,
+    *,
+    registry: Registry | None = None,
+    **options: Any,
+) -> EigenResult:
+    """The k smallest eigenpairs of symmetric ``L`` (torch, scipy sparse or numpy).
+
+    ``method`` names a registered eigensolver (``graphopt plugins --kind
+    eigensolver`` lists them); ``None`` asks the ``graphopt_choose_eigensolver``
+    hook. ``options`` go to the solver. An unknown name raises
+    ``UnknownNameError`` listing the choices.
+    """
+    from graphopt.solvers.eigen import problem_size
+
+    registry = registry or _default_registry()
+    if method is None:
+        method = choose_eigensolver(*problem_size(L, k), registry=registry)
+    solver = registry.get("eigensolver", method)
+    return solver(L, k, **options)
+
+
+def _default_registry() -> Registry:
+    from graphopt import registry
+
+    return registry
