@@ -1,0 +1,362 @@
+"""``GraphOptimizer``: any torch optimizer plus gradient transforms, regularizers and callbacks.
+
+One step (under ``torch.no_grad()``, on the parameters' device, with no host
+synchronisation of its own)::
+
+    loss = closure()                         # if given, with grad enabled
+    for T in transforms:  g_p <- T(g_p)      # in order, for T's parameters
+    for R in regularizers: g_p <- g_p + dR/dp
+    base.step()                              # AdamW by default
+    for C in callbacks: C.after_step(self)
+
+The wrapper shares the base optimizer's ``param_groups``, ``state`` and
+``defaults`` objects (properties, not copies), so LR schedulers, ``zero_grad``
+and ``add_param_group`` act on the base exactly as they would without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from graphopt.optim.protocols import GradientTransform, Regularizer, StepCallback
+
+if TYPE_CHECKING:
+    from torch import nn
+
+TRANSFORMS_KEY = "transforms"
+"""Param-group key with the per-group transform settings."""
+REGULARIZERS_KEY = "regularizers"
+"""Param-group key with the per-group regularizer settings."""
+STATE_KEY = "graphopt"
+"""Key of ``state_dict()`` holding the transforms', regularizers' and callbacks' state."""
+
+State = dict[str, torch.Tensor]
+
+
+class GraphOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` running transforms and regularizers before a base optimizer.
+
+    Args:
+        params: parameters or param groups, as for any torch optimizer; ``None``
+            when ``base`` is an optimizer instance (which already holds them).
+        base: a ``torch.optim.Optimizer`` subclass (built with ``params`` and
+            ``base_kwargs``) or an instance. Default ``torch.optim.AdamW``.
+        transforms: :class:`GradientTransform` objects, applied in this order.
+        regularizers: :class:`Regularizer` objects; their gradients are added
+            after the transforms (so they are not filtered).
+        callbacks: :class:`StepCallback` objects, run after the base step.
+        **base_kwargs: keyword arguments of ``base`` (``lr``, ``weight_decay``, ...).
+
+    Per-group settings: a param group may carry ``"transforms"`` (and likewise
+    ``"regularizers"``): ``True``/absent = all apply to this group's parameters,
+    ``False`` = none, a collection of names = only those, or a mapping
+    ``name -> False | True | dict`` where a dict is passed as keyword options to
+    ``transform(...)`` / ``grad(...)`` (e.g. ``{"spectral_filter": {"high_gain": 1.0}}``).
+
+    Bases that re-evaluate the closure inside their step (``LBFGS``) are
+    rejected: the transforms would not see those gradients.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any] | None = None,
+        base: type[torch.optim.Optimizer] | torch.optim.Optimizer = torch.optim.AdamW,
+        transforms: Sequence[GradientTransform] = (),
+        regularizers: Sequence[Regularizer] = (),
+        callbacks: Sequence[StepCallback] = (),
+        **base_kwargs: Any,
+    ) -> None:
+        self._base = _build_base(params, base, base_kwargs)
+        self.transforms = _checked(transforms, GradientTransform, "transforms")
+        self.regularizers = _checked(regularizers, Regularizer, "regularizers")
+        self.callbacks = _checked(callbacks, StepCallback, "callbacks")
+        # torch.optim.Optimizer's own restore path installs the hook tables and the
+        # profiled step without building param groups, which the base owns.
+        super().__setstate__({})
+        self._param_state: dict[str, list[dict[torch.Tensor, State]]] = {
+            "transforms": [self._init_states(t, "transforms") for t in self.transforms],
+            "regularizers": [self._init_states(r, "regularizers") for r in self.regularizers],
+        }
+
+    # -- sharing the base's objects ------------------------------------------------------
+
+    @property
+    def base(self) -> torch.optim.Optimizer:
+        """The wrapped optimizer."""
+        return self._base
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self._base.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self._base.param_groups = value
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self._base.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._base.state = value
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        return self._base.defaults
+
+    @defaults.setter
+    def defaults(self, value: dict[str, Any]) -> None:
+        self._base.defaults = value
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the base optimizer (the shared ``param_groups`` list)."""
+        self._base.add_param_group(param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """The base optimizer's ``zero_grad``."""
+        self._base.zero_grad(set_to_none=set_to_none)
+
+    # -- the step --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Transforms, regularizer gradients, base step, callbacks; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.transforms or self.regularizers:
+            groups = {p: g for g in self.param_groups for p in g["params"]}
+            for transform, states in zip(
+                self.transforms, self._param_state["transforms"], strict=True
+            ):
+                for param, state in states.items():
+                    options = _options(groups, param, TRANSFORMS_KEY, transform.name)
+                    if options is None or param.grad is None:
+                        continue
+                    new = transform.transform(param.grad, param, state, **options)
+                    if new is not param.grad:
+                        param.grad.copy_(new)
+            for regularizer, states in zip(
+                self.regularizers, self._param_state["regularizers"], strict=True
+            ):
+                for param, state in states.items():
+                    options = _options(groups, param, REGULARIZERS_KEY, regularizer.name)
+                    if options is None or param.grad is None:
+                        continue
+                    param.grad.add_(regularizer.grad(param, state, **options))
+        self._base.step()
+        for callback in self.callbacks:
+            callback.after_step(self)
+        return loss
+
+    def transform_state(
+        self, transform: GradientTransform | Regularizer
+    ) -> dict[torch.Tensor, State]:
+        """The per-parameter state of one of this optimizer's transforms or regularizers."""
+        for kind, objects in self._kinds():
+            for obj, states in zip(objects, self._param_state[kind], strict=True):
+                if obj is transform:
+                    return states
+        raise ValueError(f"transform {transform!r} is not one of this optimizer's")
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base's state dict plus ``"graphopt"``: transform/regularizer/callback state.
+
+        Parameters are numbered as torch numbers them (order within
+        ``param_groups``); everything is tensors and plain values, so the result
+        survives ``torch.save`` / ``torch.load(weights_only=True)``.
+        """
+        state = self._base.state_dict()
+        index = self._param_index()
+        state[STATE_KEY] = {
+            kind: [
+                {
+                    "name": obj.name,
+                    "state": {index[p]: dict(s) for p, s in states.items()},
+                    "extra": obj.state_dict(),
+                }
+                for obj, states in zip(objects, self._param_state[kind], strict=True)
+            ]
+            for kind, objects in self._kinds()
+        }
+        state[STATE_KEY]["callbacks"] = [c.state_dict() for c in self.callbacks]
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore ``state_dict()``; transform state moves to its parameter's device."""
+        state_dict = dict(state_dict)
+        extra = state_dict.pop(STATE_KEY, None)
+        if extra is None:
+            raise ValueError(
+                f"state_dict has no {STATE_KEY!r} entry; it was not saved by a GraphOptimizer"
+            )
+        for kind, objects in (
+            ("transforms", self.transforms),
+            ("regularizers", self.regularizers),
+            ("callbacks", self.callbacks),
+        ):
+            names = [getattr(o, "name", type(o).__name__) for o in objects]
+            if len(extra[kind]) != len(objects):
+                raise ValueError(
+                    f"state_dict holds {len(extra[kind])} {kind} but this optimizer has "
+                    f"{len(objects)} ({names})"
+                )
+            if kind != "callbacks":
+                saved = [entry["name"] for entry in extra[kind]]
+                if saved != names:
+                    raise ValueError(f"state_dict {kind} are {saved}; this optimizer has {names}")
+        self._base.load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        for kind, objects in self._kinds():
+            for i, (obj, entry) in enumerate(zip(objects, extra[kind], strict=True)):
+                self._param_state[kind][i] = {
+                    params[idx]: {key: value.to(params[idx].device) for key, value in saved.items()}
+                    for idx, saved in entry["state"].items()
+                }
+                obj.load_state_dict(entry["extra"])
+        for callback, saved in zip(self.callbacks, extra["callbacks"], strict=True):
+            callback.load_state_dict(saved)
+
+    # -- construction from a model ---------------------------------------------------------
+
+    @classmethod
+    def for_model(
+        cls,
+        model: nn.Module,
+        base: type[torch.optim.Optimizer] | torch.optim.Optimizer = torch.optim.AdamW,
+        transforms: Sequence[GradientTransform] = (),
+        regularizers: Sequence[Regularizer] = (),
+        callbacks: Sequence[StepCallback] = (),
+        params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]] | None = None,
+        **base_kwargs: Any,
+    ) -> GraphOptimizer:
+        """An optimizer for ``model`` and every graphopt method applied to it.
+
+        Trainable parameters are ``params`` when given (parameters or param groups,
+        e.g. to give a classifier head its own learning rate), else the union of
+        the methods' ``trainable_parameters`` (all ``requires_grad`` parameters
+        when no method is applied); the methods' transforms, regularizers and
+        callbacks come first, in the order the methods were applied, followed by
+        the ones passed here.
+        """
+        from graphopt.methods import methods_of
+
+        methods = methods_of(model)
+        if params is not None:
+            params = list(params)
+        elif methods:
+            chosen: dict[int, torch.nn.Parameter] = {}
+            for method in methods:
+                for param in method.trainable_parameters(model).values():
+                    chosen.setdefault(id(param), param)
+            params = list(chosen.values())
+        else:
+            params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model has no trainable parameters to optimize")
+        return cls(
+            params,
+            base=base,
+            transforms=[t for m in methods for t in m.transforms(model)] + list(transforms),
+            regularizers=[r for m in methods for r in m.regularizers(model)] + list(regularizers),
+            callbacks=[c for m in methods for c in m.callbacks(model)] + list(callbacks),
+            **base_kwargs,
+        )
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _kinds(self) -> tuple[tuple[str, list[Any]], ...]:
+        """(state key, objects) for the transforms and the regularizers."""
+        return (("transforms", self.transforms), ("regularizers", self.regularizers))
+
+    def _param_index(self) -> dict[torch.Tensor, int]:
+        params = (p for g in self.param_groups for p in g["params"])
+        return {p: i for i, p in enumerate(params)}
+
+    def _init_states(
+        self, obj: GradientTransform | Regularizer, kind: str
+    ) -> dict[torch.Tensor, State]:
+        known = self._param_index()
+        states: dict[torch.Tensor, State] = {}
+        for param in obj.params:
+            if param not in known:
+                raise ValueError(
+                    f"{kind}: {obj.name!r} selects a parameter of shape {tuple(param.shape)} "
+                    "that is in none of the optimizer's param groups"
+                )
+            states[param] = obj.init_state(param)
+        return states
+
+    def __repr__(self) -> str:
+        names = [t.name for t in self.transforms] + [r.name for r in self.regularizers]
+        return f"GraphOptimizer(base={type(self._base).__name__}, transforms={names})"
+
+
+def _build_base(
+    params: Iterable[Any] | None,
+    base: type[torch.optim.Optimizer] | torch.optim.Optimizer,
+    base_kwargs: dict[str, Any],
+) -> torch.optim.Optimizer:
+    if isinstance(base, torch.optim.Optimizer):
+        if params is not None or base_kwargs:
+            raise ValueError(
+                "base is an optimizer instance, which already holds its parameters and "
+                "settings; pass params=None and no base keyword arguments"
+            )
+        instance = base
+    elif isinstance(base, type) and issubclass(base, torch.optim.Optimizer):
+        if params is None:
+            raise ValueError("params is required when base is an optimizer class")
+        instance = base(params, **base_kwargs)
+    else:
+        raise ValueError(f"base must be a torch.optim.Optimizer subclass or instance; got {base!r}")
+    if isinstance(instance, GraphOptimizer):
+        raise ValueError("base must not itself be a GraphOptimizer; pass its transforms here")
+    if isinstance(instance, torch.optim.LBFGS):
+        raise ValueError(
+            "base LBFGS re-evaluates the closure inside its step, where the transforms "
+            "cannot see the gradients; use a first-order base optimizer"
+        )
+    return instance
+
+
+def _checked(objects: Sequence[Any], protocol: type, name: str) -> list[Any]:
+    objects = list(objects)
+    for obj in objects:
+        if not isinstance(obj, protocol):
+            raise ValueError(
+                f"{name} must be {protocol.__name__} objects; got {type(obj).__name__}, which "
+                f"lacks one of the protocol's members"
+            )
+    if protocol is not StepCallback:
+        names = [o.name for o in objects]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"{name} names must be unique; repeated: {duplicates}")
+    return objects
+
+
+def _options(
+    groups: Mapping[torch.Tensor, dict[str, Any]], param: torch.Tensor, key: str, name: str
+) -> dict[str, Any] | None:
+    """The options for ``name`` in ``param``'s group; ``None`` when it is switched off there."""
+    setting = groups[param].get(key, True)
+    if setting is True or setting is None:
+        return {}
+    if setting is False:
+        return None
+    if isinstance(setting, Mapping):
+        value = setting.get(name, True)
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return dict(value)
+    return {} if name in setting else None
