@@ -18,6 +18,29 @@ from graphopt._registry import (
 )
 from graphopt.hookspecs import hookimpl
 
+_LAZY: dict[str, str] = {
+    "apply": "graphopt.adapters",
+    "merge": "graphopt.adapters",
+    "merge_and_unload": "graphopt.adapters",
+    "unmerge": "graphopt.adapters",
+    "save_adapter": "graphopt.adapters",
+    "load_adapter": "graphopt.adapters",
+    "methods_of": "graphopt.methods",
+}
+"""Public names imported on first access (module-level ``__getattr__``), keeping
+``import graphopt`` free of torch."""
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'graphopt' has no attribute {name!r}")
+
+
 __all__ = [
     "Entry",
     "PluginError",
@@ -25,6 +48,13 @@ __all__ = [
     "Registry",
     "UnknownNameError",
     "__version__",
+    "apply",
     "hookimpl",
+    "load_adapter",
+    "merge",
+    "merge_and_unload",
+    "methods_of",
     "registry",
+    "save_adapter",
+    "unmerge",
 ]
