@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The demo replaces its own previous output (runs/demo) so it can be run again.
 demo: setup
-	$(BIN)/graphopt plugins
+	$(BIN)/graphopt finetune --output-dir runs/demo --overwrite
 
 lint: setup
 	$(BIN)/ruff check $(SRC)
@@ -37,4 +38,4 @@ test-slow: setup
 	$(BIN)/pytest -q -m slow
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .ruff_cache
+	rm -rf $(VENV) site runs .pytest_cache .ruff_cache

@@ -43,7 +43,16 @@ KINDS: tuple[str, ...] = (
 )
 """Kinds of registered things; ``Registry.add_kind`` adds more."""
 
-BUILTIN_PLUGINS: tuple[str, ...] = ()
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "graphopt.plugins.ggm_solvers",
+    "graphopt.plugins.eigensolvers",
+    "graphopt.plugins.graphs",
+    "graphopt.plugins.responses",
+    "graphopt.plugins.spectral",
+    "graphopt.plugins.lora",
+    "graphopt.plugins.linchain",
+    "graphopt.plugins.pca_ggm",
+)
 """Modules of graphopt's own plugins, registered like any entry point."""
 
 

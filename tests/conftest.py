@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny transformers models and data, built locally (no downloads)."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+WORDS = [f"w{i}" for i in range(40)]
+TOPICS = {"alpha": WORDS[:12], "beta": WORDS[12:24], "gamma": WORDS[24:36]}
+
+
+def write_tiny_bert(
+    folder: Path, *, hidden: int = 16, layers: int = 2, dropout: float = 0.1
+) -> Path:
+    """A randomly initialised BERT classifier + WordPiece tokenizer saved with save_pretrained."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden + 3,
+        max_position_embeddings=64,
+        num_labels=3,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_topic_csv(path: Path, per_class: int = 12, seed: int = 0) -> Path:
+    """A separable 3-class text dataset: each class draws words from its own topic."""
+    rng = random.Random(seed)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["text", "label"])
+        writer.writeheader()
+        for label, words in TOPICS.items():
+            for _ in range(per_class):
+                writer.writerow({"text": " ".join(rng.choices(words, k=8)), "label": label})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def topic_csv(tmp_path_factory) -> Path:
+    return write_topic_csv(tmp_path_factory.mktemp("data") / "topics.csv")
