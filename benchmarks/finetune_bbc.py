@@ -120,6 +120,12 @@ def write_markdown(table: list[dict], args: argparse.Namespace, path: Path) -> N
         "",
         f"Seeds {args.seeds}; max_length {args.max_length}; batch 16; AdamW, linear schedule,"
         " 6% warm-up, head lr 5e-3. Test split: 426 articles (deduplicated corpus).",
+        "Step budget, the same for every method: "
+        + "; ".join(
+            f"{name} {steps // 3 if args.quick else steps} steps"
+            for name, (_, steps) in SETTINGS.items()
+        )
+        + ".",
         "Machine: 2 CPU cores shared with other jobs; step times are comparable within this table"
         " only. Peak memory = max RSS of the run's process (includes the Python runtime).",
         "",
