@@ -40,6 +40,22 @@ def write_tiny_bert(
     return folder
 
 
+def tiny_bert() -> torch.nn.Module:
+    """A randomly initialised (seed 0) 2-layer BERT encoder with hidden size 32."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=16,
+    )
+    return BertModel(config)
+
+
 def write_topic_csv(path: Path, per_class: int = 12, seed: int = 0) -> Path:
     """A separable 3-class text dataset: each class draws words from its own topic."""
     rng = random.Random(seed)

@@ -9,6 +9,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from conftest import tiny_bert
 from torch import nn
 
 import graphopt
@@ -17,20 +18,6 @@ from graphopt._registry import BUILTIN_PLUGINS
 from graphopt.layers import AdaptedLinear, WrappingMethod
 from graphopt.methods import MethodConfig
 from graphopt.testing import check_method
-
-
-def tiny_bert() -> nn.Module:
-    from transformers import BertConfig, BertModel
-
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        max_position_embeddings=16,
-    )
-    return BertModel(config)
 
 
 def tiny_llama() -> nn.Module:

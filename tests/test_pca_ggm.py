@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from conftest import tiny_bert
 from torch import nn
 
 import graphopt
@@ -18,21 +19,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::graphopt.solvers.ggm.GGMConverg
 TARGETS = ["query", "key", "value"]
 SETTINGS = {"r": 4, "warmup_steps": 3, "top_k": 12, "n_important": 6}
 """6 modules x (4 components + 1 bias) = 30 nodes."""
-
-
-def tiny_bert() -> nn.Module:
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        max_position_embeddings=16,
-    )
-    return BertModel(config)
 
 
 IDS = torch.randint(0, 64, (4, 8), generator=torch.Generator().manual_seed(0))
