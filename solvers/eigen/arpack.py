@@ -23,6 +23,7 @@ vector, which is an eigenvector of every combinatorial Laplacian).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -82,17 +83,7 @@ def arpack_flipped(
             return shift - err.eigenvalues, err.eigenvectors, False, {"shift": shift}
         return shift - flipped, vectors, True, {"shift": shift}
 
-    with threadpool_limits(blas_threads, user_api="blas"):
-        values, vectors, solver_ok, info = solve_by_components(problem, solve, min_size=MIN_SIZE)
-    return finish(
-        problem,
-        values,
-        vectors,
-        "arpack_flipped",
-        solver_ok=solver_ok,
-        residual_tol=residual_tol,
-        info=info,
-    )
+    return _solve_with_arpack(problem, solve, "arpack_flipped", blas_threads, residual_tol)
 
 
 def arpack_shift_invert(
@@ -126,14 +117,29 @@ def arpack_shift_invert(
             return err.eigenvalues, err.eigenvectors, False, {}
         return values, vectors, True, {}
 
+    return _solve_with_arpack(
+        problem, solve, "arpack_shift_invert", blas_threads, residual_tol, {"sigma": sigma}
+    )
+
+
+def _solve_with_arpack(
+    problem: Problem,
+    solve: Callable[[Problem], BlockSolution],
+    method: str,
+    blas_threads: int | None,
+    residual_tol: float | None,
+    info: dict[str, Any] | None = None,
+) -> EigenResult:
+    """Run ``solve`` on each connected component (BLAS limited to ``blas_threads``:
+    ARPACK's small dense steps only lose to thread start-up) and check the pairs."""
     with threadpool_limits(blas_threads, user_api="blas"):
-        values, vectors, solver_ok, info = solve_by_components(problem, solve, min_size=MIN_SIZE)
+        values, vectors, solver_ok, extra = solve_by_components(problem, solve, min_size=MIN_SIZE)
     return finish(
         problem,
         values,
         vectors,
-        "arpack_shift_invert",
+        method,
         solver_ok=solver_ok,
         residual_tol=residual_tol,
-        info={"sigma": sigma, **info},
+        info={**(info or {}), **extra},
     )
