@@ -2,10 +2,10 @@
 
 Anchor: the correlation matrix of n = 2p samples from
 make_sparse_spd_matrix(p, alpha=0.98, smallest_coef=0.1, largest_coef=0.4,
-norm_diag=True, random_state=0), lambda = 0.2. graphopt (ADMM + screening)
-against scikit-learn graphical_lasso(mode="cd", tol=1e-4) and GGLasso block_SGL /
-ADMM_SGL (tol=1e-7), each in its own process under a time cap; every objective
-is recomputed by the one function ``l1_objective`` below.
+norm_diag=True, random_state=0), lambda = 0.2. graphopt (Anderson-accelerated
+ADMM + screening) against scikit-learn graphical_lasso(mode="cd", tol=1e-4) and
+GGLasso block_SGL / ADMM_SGL (tol=1e-7), each in its own process under a time
+cap; every objective is recomputed by the one function ``l1_objective`` below.
 
     .venv/bin/python benchmarks/ggm_l1.py            # p = 100 ... 2000, cap 300 s
     .venv/bin/python benchmarks/ggm_l1.py --quick    # p = 100, 200, 500, cap 120 s
@@ -54,13 +54,7 @@ def l1_objective(precision: np.ndarray, s: np.ndarray, lam: float) -> float:
 
 
 def run_graphopt(s: np.ndarray, lam: float) -> np.ndarray:
-    import torch
-
     from graphopt.solvers.ggm import solve
-
-    # torch's OpenMP pool busy-waits when the 2 cores are oversubscribed by other jobs:
-    # measured 0.12 s (1 thread) vs 0.75-40 s (2 threads) at p = 200 on this machine
-    torch.set_num_threads(1)
 
     result = solve(s, lam=lam)
     if not result.converged:
@@ -134,8 +128,6 @@ def measure(name: str, p: int, cap: float) -> dict[str, Any]:
 def group_table(sizes: list[int], cap: float) -> list[dict[str, Any]]:
     """Node-group lasso on the anchor problem: graphopt vs cvxpy/Clarabel."""
     import torch
-
-    torch.set_num_threads(1)  # see run_graphopt
 
     from graphopt.solvers.ggm import L1Penalty, make_groups, objective, solve
     from graphopt.solvers.reference import group_lasso_reference
@@ -227,14 +219,14 @@ def write(
         "",
         f"Reproduce: `{command}`",
         "",
-        f"Machine: {machine}, shared with other jobs running at the same time; "
-        "each option runs in its own process, killed past the time cap (+ 60 s allowed for "
+        f"Machine: {machine}, nothing else running; every option uses the library defaults "
+        "for threads (torch and numpy's BLAS: all cores). Each option runs in its own "
+        "process, killed past the time cap (+ 60 s allowed for "
         f"imports and set-up) of {cap:.0f} s. Times are the median of "
         "3 repeats for p <= 200 (graphopt: p <= 500), else one run, each after a warm-up solve "
         "at p = 30 in the same process (imports, GGLasso's numba compilation). Objective "
         "-log det + tr(S Omega) + lam sum_{i != j} |Omega_ij| recomputed for every option by one "
-        "function; the gap is relative to the best objective in the row. graphopt runs torch "
-        "with 1 thread (torch's OpenMP pool busy-waits on the oversubscribed cores).",
+        "function; the gap is relative to the best objective in the row.",
         "",
         "| p | option | seconds | objective | gap to best | speed-up of graphopt |",
         "|---|---|---|---|---|---|",

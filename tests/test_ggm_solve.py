@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 from sklearn.covariance import graphical_lasso
+from sklearn.datasets import make_sparse_spd_matrix
 
 import graphopt
 from graphopt.ggm import solve as solve_by_name
 from graphopt.solvers.ggm import (
+    AndersonAccelerator,
     GGMConvergenceWarning,
     L1Penalty,
     L2pPenalty,
@@ -257,6 +259,39 @@ def test_torch_in_torch_out_with_dtype_kept():
     assert result.precision.dtype == torch.float32
     reference = solve(s.double().numpy(), lam=0.1)
     np.testing.assert_allclose(result.precision.numpy(), reference.precision, atol=1e-5)
+
+
+def test_anderson_acceleration_is_exact_on_a_linear_fixed_point_after_n_plus_1_steps():
+    """On x = A x + b, type-II Anderson with memory n is GMRES on (I - A) x = b."""
+    rng = np.random.default_rng(0)
+    n = 6
+    a = torch.from_numpy(0.3 * rng.standard_normal((n, n)))
+    b = torch.from_numpy(rng.standard_normal(n))
+    fixed_point = torch.linalg.solve(torch.eye(n, dtype=a.dtype) - a, b)
+    accelerator = AndersonAccelerator(memory=n, regularization=0.0)
+    x = plain = torch.zeros(n, dtype=a.dtype)
+    for _ in range(n + 1):
+        x = accelerator.step(x, a @ x + b)
+        plain = a @ plain + b
+    torch.testing.assert_close(x, fixed_point, rtol=0, atol=1e-12)
+    assert float((plain - fixed_point).norm()) > 1e-3  # the plain iteration is far from there
+
+
+def test_anderson_accelerated_admm_reaches_the_plain_optimum_in_fewer_iterations():
+    precision = make_sparse_spd_matrix(
+        100, alpha=0.9, smallest_coef=0.1, largest_coef=0.9, norm_diag=True, random_state=0
+    )
+    rng = np.random.default_rng(0)
+    x = rng.multivariate_normal(np.zeros(100), np.linalg.inv(precision), size=200)
+    s = np.corrcoef(x, rowvar=False)
+    plain = solve(s, lam=0.1, tol=1e-10, anderson=0, screen=False)
+    accelerated = solve(s, lam=0.1, tol=1e-10, screen=False)
+    assert plain.converged and accelerated.converged
+    assert accelerated.n_iter < plain.n_iter / 2  # measured: 110 vs 424
+    # the objective is ~0.13 here: compare in absolute terms (measured difference 2.8e-8,
+    # the accelerated point lower) and check the accelerated point's stationarity directly
+    assert abs(accelerated.objective - plain.objective) <= 1e-7
+    assert accelerated.kkt_residual <= 1e-4
 
 
 def test_history_records_objective_and_residuals_per_iteration():

@@ -10,6 +10,7 @@ The scikit-learn estimators live in ``graphopt.solvers.ggm.estimators``.
 """
 
 from graphopt.solvers.ggm.admm import admm
+from graphopt.solvers.ggm.anderson import AndersonAccelerator
 from graphopt.solvers.ggm.api import PENALTIES, SOLVERS, make_penalty, regularization_path, solve
 from graphopt.solvers.ggm.bcd import bcd, coupled_objective
 from graphopt.solvers.ggm.groups import (
@@ -36,6 +37,7 @@ from graphopt.solvers.ggm.screening import screen_blocks
 __all__ = [
     "PENALTIES",
     "SOLVERS",
+    "AndersonAccelerator",
     "GGMConvergenceWarning",
     "GGMResult",
     "GroupStructure",
