@@ -211,6 +211,8 @@ BAD_INPUTS = [
     (np.eye(3), {"penalty": "scad"}, "penalty"),
     (np.eye(3), {"solver": "newton"}, "solver"),
     (np.eye(3), {"omega0": np.eye(2)}, "omega0"),
+    (np.array([[1.0, 0.5], [0.5, 1.0]]), {"anderson": -1}, "anderson"),  # one block: admm runs
+    (np.array([[1.0, 0.5], [0.5, 1.0]]), {"anderson": 2.5}, "anderson"),
 ]
 
 

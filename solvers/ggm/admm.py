@@ -35,6 +35,7 @@ from graphopt.solvers.ggm.objective import kkt_residual, objective
 from graphopt.solvers.ggm.omega_step import omega_step
 from graphopt.solvers.ggm.penalties import Penalty, group_prox, penalty_value
 from graphopt.solvers.ggm.result import GGMResult, warn_not_converged
+from graphopt.solvers.validation import check_int_in_range
 
 Progress = Callable[[int, dict[str, float]], None]
 
@@ -81,6 +82,7 @@ def admm(
         relaxation = 1.8 if convex else 1.0
     if anderson is None:
         anderson = 5 if convex else 0
+    anderson = check_int_in_range(anderson, "anderson", 0)
     accelerator = AndersonAccelerator(anderson) if anderson > 0 else None
     # convex: the residual test only gates the KKT test, which decides; measured on the
     # benchmark, KKT ~ sqrt(tol) ||S||_F / 10 leaves the objective ~1e-10 relative off
