@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from conftest import tiny_bert
 from torch import nn
 
 import graphopt
@@ -88,17 +89,8 @@ def test_parameter_count_formula():
 @pytest.mark.parametrize("chain_bias", [True, False])
 def test_peft_loads_the_export_and_gives_the_same_outputs(tmp_path, chain_bias):
     from peft import PeftModel
-    from transformers import BertConfig, BertModel
 
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-    )
-    model = BertModel(config).eval()
+    model = tiny_bert().eval()
     base = copy.deepcopy(model)
     graphopt.apply(model, "linchain", target_modules=["query", "value"], r=4, bias=chain_bias)
     with torch.no_grad():
