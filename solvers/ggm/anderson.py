@@ -17,7 +17,11 @@ import torch
 
 
 class AndersonAccelerator:
-    """Extrapolates a fixed-point iteration from its last ``memory`` steps."""
+    """Extrapolates a fixed-point iteration from its last ``memory`` steps.
+
+    The differences live in two preallocated ring buffers of ``memory`` rows and
+    the Gram matrix of dG is updated one row per step: O(m n) work a step, not O(m^2 n).
+    """
 
     def __init__(self, memory: int, regularization: float = 1e-10) -> None:
         self.memory = memory
@@ -28,27 +32,41 @@ class AndersonAccelerator:
         """Forget the history (after a rejected step, or when T changes)."""
         self._x: torch.Tensor | None = None
         self._g: torch.Tensor | None = None
-        self._dx: list[torch.Tensor] = []
-        self._dg: list[torch.Tensor] = []
+        self._dx: torch.Tensor | None = None  # (memory, n) ring buffers, allocated on first use
+        self._dg: torch.Tensor | None = None
+        self._gram: torch.Tensor | None = None
+        self._count = 0
+        self._slot = 0
 
     def step(self, x: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:
         """The next iterate after evaluating ``tx = T(x)``: extrapolated once history exists."""
-        g = tx - x
+        flat_x = x.reshape(-1)
+        g = tx.reshape(-1) - flat_x
         if self._x is not None:
-            self._dx.append(x - self._x)
-            self._dg.append(g - self._g)
-            if len(self._dx) > self.memory:
-                self._dx.pop(0)
-                self._dg.pop(0)
-        self._x, self._g = x, g
-        if not self._dg:
+            dx, dg, gram = self._buffers(flat_x)
+            slot = self._slot
+            torch.sub(flat_x, self._x, out=dx[slot])
+            torch.sub(g, self._g, out=dg[slot])
+            self._count = min(self._count + 1, self.memory)
+            self._slot = (slot + 1) % self.memory
+            row = dg[: self._count] @ dg[slot]
+            gram[slot, : self._count] = row
+            gram[: self._count, slot] = row
+        self._x, self._g = flat_x, g
+        if self._count == 0:
             return tx
-        dg = torch.stack([d.reshape(-1) for d in self._dg], dim=1)
-        gram = dg.T @ dg
-        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-        gram = gram + self.regularization * gram.diagonal().sum() * eye
-        gamma = torch.linalg.solve(gram, dg.T @ g.reshape(-1))
-        extrapolated = tx.clone()
-        for c, dx, dg_i in zip(gamma, self._dx, self._dg, strict=True):
-            extrapolated -= c * (dx + dg_i)
-        return extrapolated
+        dx, dg, gram = self._buffers(flat_x)
+        k = self._count
+        normal = gram[:k, :k]
+        ridge = self.regularization * normal.diagonal().sum()
+        normal = normal + ridge * torch.eye(k, dtype=normal.dtype, device=normal.device)
+        gamma = torch.linalg.solve(normal, dg[:k] @ g)
+        correction = dx[:k].T @ gamma + dg[:k].T @ gamma
+        return tx - correction.reshape(tx.shape)
+
+    def _buffers(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._dx is None or self._dg is None or self._gram is None:
+            self._dx = like.new_empty((self.memory, like.numel()))
+            self._dg = torch.empty_like(self._dx)
+            self._gram = like.new_zeros((self.memory, self.memory))
+        return self._dx, self._dg, self._gram
