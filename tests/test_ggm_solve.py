@@ -279,6 +279,52 @@ def test_anderson_acceleration_is_exact_on_a_linear_fixed_point_after_n_plus_1_s
     assert float((plain - fixed_point).norm()) > 1e-3  # the plain iteration is far from there
 
 
+def test_anderson_ring_buffer_matches_a_least_squares_reference_past_its_memory():
+    """Memory 3 over 12 steps (the buffers wrap around): each iterate equals the
+    type-II formula solved from scratch by numpy's least squares on the last 3 differences."""
+    rng = np.random.default_rng(1)
+    n, memory = 8, 3
+    a = 0.4 * rng.standard_normal((n, n))
+    b = rng.standard_normal(n)
+    accelerator = AndersonAccelerator(memory=memory, regularization=0.0)
+    x = torch.zeros(n, dtype=torch.float64)
+    xs, gs = [], []
+    for _ in range(12):
+        tx = torch.from_numpy(a) @ x + torch.from_numpy(b)
+        xs.append(x.numpy().copy())
+        gs.append((tx - x).numpy())
+        x_next = accelerator.step(x, tx)
+        if len(xs) == 1:
+            expected = tx.numpy()
+        else:
+            dx = np.diff(np.array(xs[-memory - 1 :]), axis=0).T
+            dg = np.diff(np.array(gs[-memory - 1 :]), axis=0).T
+            gamma = np.linalg.lstsq(dg, gs[-1], rcond=None)[0]
+            expected = tx.numpy() - (dx + dg) @ gamma
+        np.testing.assert_allclose(x_next.numpy(), expected, rtol=1e-8, atol=1e-10)
+        x = x_next
+
+
+def test_kkt_check_schedule_follows_the_residuals_linear_rate():
+    from graphopt.solvers.ggm.admm import _iterations_until
+
+    halving = [2.0**-k for k in range(8)]
+    assert _iterations_until(1.0, 1.0 / 8, halving, most=5) == 3  # 3 halvings
+    assert _iterations_until(1.0, 1e-6, halving, most=5) == 5  # capped
+    assert _iterations_until(float("inf"), 1e-6, halving, most=5) == 5  # Z not definite
+    assert _iterations_until(1.0, 1e-6, [1.0, 2.0], most=5) == 5  # not shrinking: no rate
+    assert _iterations_until(1.0, 0.9, halving, most=5) == 1
+
+
+def test_small_blocks_are_packed_into_bins_in_order():
+    from graphopt.solvers.ggm.api import _pack
+
+    blocks = [np.arange(n) for n in (300, 120, 100, 40, 2, 2)]
+    bins = _pack(blocks, 256)
+    assert [[len(b) for b in packed] for packed in bins] == [[300], [120, 100], [40, 2, 2]]
+    assert sum(len(packed) for packed in bins) == len(blocks)
+
+
 def test_anderson_accelerated_admm_reaches_the_plain_optimum_in_fewer_iterations():
     precision = make_sparse_spd_matrix(
         100, alpha=0.9, smallest_coef=0.1, largest_coef=0.9, norm_diag=True, random_state=0
