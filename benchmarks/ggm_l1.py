@@ -9,6 +9,7 @@ cap; every objective is recomputed by the one function ``l1_objective`` below.
 
     .venv/bin/python benchmarks/ggm_l1.py            # p = 100 ... 2000, cap 300 s
     .venv/bin/python benchmarks/ggm_l1.py --quick    # p = 100, 200, 500, cap 120 s
+    .venv/bin/python benchmarks/ggm_l1.py --sizes 2000 --cap 600 --add   # one more row
 """
 
 from __future__ import annotations
@@ -183,13 +184,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="p <= 500, cap 120 s")
     parser.add_argument("--sizes", type=int, nargs="+")
     parser.add_argument("--cap", type=float)
+    parser.add_argument(
+        "--add",
+        action="store_true",
+        help="put these sizes' rows into the saved results, keeping the other rows and groups",
+    )
     args = parser.parse_args()
     sizes = args.sizes or ([100, 200, 500] if args.quick else [100, 200, 500, 1000, 2000])
     cap = args.cap or (120.0 if args.quick else 300.0)
     rows = []
     capped: set[str] = set()
     for p in sizes:
-        row: dict[str, Any] = {"p": p}
+        row: dict[str, Any] = {"p": p, "cap_seconds": cap}
         for name in OPTIONS:
             if name in capped:
                 row[name] = {"error": "skipped: past cap at a smaller p", "capped": True}
@@ -199,22 +205,24 @@ def main() -> None:
                 capped.add(name)
             print(p, name, row[name], flush=True)
         rows.append(row)
-    groups = group_table([10, 20, 30] if args.quick else [10, 20, 30, 50, 80], cap)
-    print(groups, flush=True)
-    command = "  ".join([".venv/bin/python benchmarks/ggm_l1.py", *sys.argv[1:]])
-    write(rows, groups, command, cap)
+    commands = ["  ".join([".venv/bin/python benchmarks/ggm_l1.py", *sys.argv[1:]])]
+    if args.add:
+        saved = json.loads((RESULTS / "ggm_l1.json").read_text())
+        rows = sorted([r for r in saved["l1"] if r["p"] not in sizes] + rows, key=lambda r: r["p"])
+        groups, commands = saved["group_lasso"], saved["commands"] + commands
+    else:
+        groups = group_table([10, 20, 30] if args.quick else [10, 20, 30, 50, 80], cap)
+        print(groups, flush=True)
+    write(rows, groups, commands)
 
 
-def write(
-    rows: list[dict[str, Any]], groups: list[dict[str, Any]], command: str, cap: float
-) -> None:
+def write(rows: list[dict[str, Any]], groups: list[dict[str, Any]], commands: list[str]) -> None:
     RESULTS.mkdir(exist_ok=True)
     machine = f"{platform.processor() or platform.machine()}, {mp.cpu_count()} cores"
     payload = {
-        "command": command,
+        "commands": commands,
         "machine": machine,
         "lam": LAM,
-        "cap_seconds": cap,
         "l1": rows,
         "group_lasso": groups,
     }
@@ -222,15 +230,17 @@ def write(
     lines = [
         "# GGM benchmark: l1 graphical lasso (issue 3 anchor) and group lasso",
         "",
-        f"Reproduce: `{command}`",
+        "Reproduce: " + ", then ".join(f"`{c}`" for c in commands),
         "",
         f"Machine: {machine}, nothing else running; every option uses the library defaults "
         "for threads (torch and numpy's BLAS: all cores). Each option runs in its own "
-        "process, killed past the time cap (+ 60 s allowed for "
-        f"imports and set-up) of {cap:.0f} s per run, after a warm-up solve at p = 30 (imports, "
-        "GGLasso's numba compilation). For p <= 500 the process then solves the problem once "
-        "untimed (every option pays 1.5-2.5x on its first call at a new size) and reports the "
-        "median of 5 (p <= 200) or 3 timed solves; for p >= 1000 one timed solve. Objective "
+        "process, killed past the time cap (+ 60 s allowed for imports and set-up) of "
+        + ", ".join(sorted({f"{r['cap_seconds']:.0f} s" for r in rows}))
+        + " per run (the row's `cap_seconds` in the JSON), after a warm-up solve at p = 30 "
+        "(imports, GGLasso's numba compilation). For p <= 500 the process then solves the "
+        "problem once untimed (every option pays 1.5-2.5x on its first call at a new size) "
+        "and reports the median of 5 (p <= 200) or 3 timed solves; for p >= 1000 one timed "
+        "solve. Objective "
         "-log det + tr(S Omega) + lam sum_{i != j} |Omega_ij| recomputed for every option by one "
         "function; the gap is relative to the best objective in the row. Last column: where "
         "graphopt solved one unscreened block, the time its iterates (the positive definite "
@@ -242,7 +252,7 @@ def write(
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        finite = [v["objective"] for k, v in row.items() if k != "p" and "objective" in v]
+        finite = [row[name]["objective"] for name in OPTIONS if "objective" in row[name]]
         best = min(finite) if finite else float("nan")
         ours = row["graphopt"].get("seconds")
         for name in OPTIONS:
