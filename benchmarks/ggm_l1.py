@@ -6,6 +6,7 @@ norm_diag=True, random_state=0), lambda = 0.2. graphopt (Anderson-accelerated
 ADMM + screening) against scikit-learn graphical_lasso(mode="cd", tol=1e-4) and
 GGLasso block_SGL / ADMM_SGL (tol=1e-7), each in its own process under a time
 cap; every objective is recomputed by the one function ``l1_objective`` below.
+Writes results/ggm_l1.{json,md,png} and docs/img/ggm_l1.png.
 
     .venv/bin/python benchmarks/ggm_l1.py            # p = 100 ... 2000, cap 300 s
     .venv/bin/python benchmarks/ggm_l1.py --quick    # p = 100, 200, 500, cap 120 s
@@ -15,7 +16,9 @@ cap; every objective is recomputed by the one function ``l1_objective`` below.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "img"
 LAM = 0.2
 
 
@@ -54,8 +58,17 @@ def l1_objective(precision: np.ndarray, s: np.ndarray, lam: float) -> float:
     return float(-logdet + np.sum(s * precision) + lam * off)
 
 
-def run_graphopt(s: np.ndarray, lam: float) -> tuple[np.ndarray, dict[str, Any]]:
-    """graphopt's solve, with the (seconds, objective) trace of its iterates when unscreened."""
+class _PastCap(Exception):
+    """Raised from graphopt's progress callback to stop a solve at the time cap."""
+
+
+def run_graphopt(
+    s: np.ndarray, lam: float, cap: float = math.inf
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """graphopt's solve, with the (seconds, objective) trace of its iterates when unscreened.
+
+    Past ``cap`` seconds the solve is stopped and only the trace is returned.
+    """
     from graphopt.solvers.ggm import solve
 
     began = time.perf_counter()
@@ -63,8 +76,18 @@ def run_graphopt(s: np.ndarray, lam: float) -> tuple[np.ndarray, dict[str, Any]]
 
     def record(iteration: int, values: dict[str, float]) -> None:
         trace.append((time.perf_counter() - began, values["objective"]))
+        if trace[-1][0] > cap:
+            raise _PastCap
 
-    result = solve(s, lam=lam, progress=record)
+    try:
+        result = solve(s, lam=lam, progress=record)
+    except _PastCap:
+        import torch
+
+        from graphopt.solvers.ggm import make_groups, screen_blocks
+
+        blocks = screen_blocks(torch.from_numpy(s), make_groups(None, s.shape[0]), lam)
+        return None, {"trace": trace if len(blocks) == 1 else [], "n_iter": len(trace)}
     if not result.converged:
         raise RuntimeError("graphopt did not converge")
     # with several screened blocks the trace covers the largest block only: not comparable
@@ -98,19 +121,33 @@ OPTIONS = {
 }
 
 
-def _child(name: str, p: int, repeats: int, queue: mp.Queue) -> None:
+def _child(name: str, p: int, repeats: int, cap: float, queue: mp.Queue) -> None:
     warnings.simplefilter("ignore")
     sys.stdout = open(os.devnull, "w")  # GGLasso prints every solve  # noqa: SIM115
+    # graphopt stops itself at the cap and reports how far it got; peers are killed there
+    run = functools.partial(run_graphopt, cap=cap) if name == "graphopt" else OPTIONS[name]
     try:
-        OPTIONS[name](anchor_problem(30), LAM)  # warm-up: imports, numba JIT, first calls
+        run(anchor_problem(30), LAM)  # warm-up: imports, numba JIT, first calls
         s = anchor_problem(p)
         if repeats > 1:  # and the first call at this size (allocations, workspace queries)
-            OPTIONS[name](s, LAM)
+            run(s, LAM)
         seconds = []
         for _ in range(repeats):
             began = time.perf_counter()
-            precision, extra = OPTIONS[name](s, LAM)
+            precision, extra = run(s, LAM)
             seconds.append(time.perf_counter() - began)
+            if precision is None:
+                objectives = [f for _, f in extra["trace"]]
+                best = f"; best iterate objective {min(objectives):.9f}" if objectives else ""
+                queue.put(
+                    {
+                        "error": f"stopped at the cap ({cap:.0f} s) after {extra['n_iter']} "
+                        f"iterations{best}",
+                        "capped": True,
+                        **extra,
+                    }
+                )
+                return
         queue.put(
             {
                 "seconds": statistics.median(seconds),
@@ -128,7 +165,7 @@ def measure(name: str, p: int, cap: float, repeats: int) -> dict[str, Any]:
     """``repeats`` timed runs of ``name`` in one process, killed past ``cap`` seconds a run."""
     context = mp.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_child, args=(name, p, repeats, queue))
+    process = context.Process(target=_child, args=(name, p, repeats, cap, queue))
     process.start()
     try:
         return queue.get(timeout=cap * (repeats + (repeats > 1)) + 60)  # + imports, set-up
@@ -187,8 +224,9 @@ def main() -> None:
     parser.add_argument(
         "--add",
         action="store_true",
-        help="put these sizes' rows into the saved results, keeping the other rows and groups",
+        help="put these results into the saved ones, keeping the other rows, options and groups",
     )
+    parser.add_argument("--options", nargs="+", choices=list(OPTIONS), default=list(OPTIONS))
     args = parser.parse_args()
     sizes = args.sizes or ([100, 200, 500] if args.quick else [100, 200, 500, 1000, 2000])
     cap = args.cap or (120.0 if args.quick else 300.0)
@@ -196,7 +234,7 @@ def main() -> None:
     capped: set[str] = set()
     for p in sizes:
         row: dict[str, Any] = {"p": p, "cap_seconds": cap}
-        for name in OPTIONS:
+        for name in args.options:
             if name in capped:
                 row[name] = {"error": "skipped: past cap at a smaller p", "capped": True}
                 continue
@@ -208,7 +246,10 @@ def main() -> None:
     commands = ["  ".join([".venv/bin/python benchmarks/ggm_l1.py", *sys.argv[1:]])]
     if args.add:
         saved = json.loads((RESULTS / "ggm_l1.json").read_text())
-        rows = sorted([r for r in saved["l1"] if r["p"] not in sizes] + rows, key=lambda r: r["p"])
+        merged = {r["p"]: r for r in saved["l1"]}
+        for row in rows:
+            merged[row["p"]] = {**merged.get(row["p"], {}), **row}
+        rows = [merged[p] for p in sorted(merged)]
         groups, commands = saved["group_lasso"], saved["commands"] + commands
     else:
         groups = group_table([10, 20, 30] if args.quick else [10, 20, 30, 50, 80], cap)
@@ -242,7 +283,9 @@ def write(rows: list[dict[str, Any]], groups: list[dict[str, Any]], commands: li
         "and reports the median of 5 (p <= 200) or 3 timed solves; for p >= 1000 one timed "
         "solve. Objective "
         "-log det + tr(S Omega) + lam sum_{i != j} |Omega_ij| recomputed for every option by one "
-        "function; the gap is relative to the best objective in the row. Last column: where "
+        "function; the gap is relative to the lowest objective in the row (a graphopt run "
+        "stopped at the cap counts with its best iterate, a positive definite point). Last "
+        "column: where "
         "graphopt solved one unscreened block, the time its iterates (the positive definite "
         "Omega of each ADMM step, recorded by a progress callback) first reached the peer's "
         "objective, and the peer's time over it: the speed-up at matched accuracy.",
@@ -252,10 +295,13 @@ def write(rows: list[dict[str, Any]], groups: list[dict[str, Any]], commands: li
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        finite = [row[name]["objective"] for name in OPTIONS if "objective" in row[name]]
+        finite = [row[name]["objective"] for name in OPTIONS if "objective" in row.get(name, {})]
+        finite += [f for _, f in row.get("graphopt", {}).get("trace", [])]  # a capped run's too
         best = min(finite) if finite else float("nan")
-        ours = row["graphopt"].get("seconds")
+        ours = row.get("graphopt", {}).get("seconds")
         for name in OPTIONS:
+            if name not in row:
+                continue
             v = row[name]
             if "seconds" not in v:
                 lines.append(f"| {row['p']} | {name} | - | {v['error']} | | | |")
@@ -264,7 +310,8 @@ def write(rows: list[dict[str, Any]], groups: list[dict[str, Any]], commands: li
             ratio = f"{v['seconds'] / ours:.2f}x" if ours and name != "graphopt" else ""
             matched = ""
             if name != "graphopt":
-                reached = [t for t, f in row["graphopt"].get("trace", []) if f <= v["objective"]]
+                trace = row.get("graphopt", {}).get("trace", [])
+                reached = [t for t, f in trace if f <= v["objective"]]
                 if reached:
                     matched = f"{reached[0]:.3f} s ({v['seconds'] / reached[0]:.2f}x)"
             lines.append(
@@ -294,7 +341,44 @@ def write(rows: list[dict[str, Any]], groups: list[dict[str, Any]], commands: li
         "(no warm-up there).",
     ]
     (RESULTS / "ggm_l1.md").write_text("\n".join(lines) + "\n")
+    plot(
+        [r for r in rows if r.get("graphopt", {}).get("trace")],
+        [RESULTS / "ggm_l1.png", DOCS_IMAGES / "ggm_l1.png"],
+    )
 
 
-if __name__ == "__main__":
-    main()
+def plot(rows: list[dict[str, Any]], paths: list[Path]) -> None:
+    """graphopt's iterates against time, the peers' answers as points: relative gap to
+    graphopt's optimum where it converged, the objective itself where it was capped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    figure, axes = plt.subplots(1, len(rows), figsize=(6 * len(rows), 4), squeeze=False)
+    for axis, row in zip(axes[0], rows, strict=True):
+        capped = bool(row["graphopt"].get("capped"))
+        optimum = None if capped else row["graphopt"]["objective"]
+
+        def y(value: float, optimum: float | None = optimum) -> float:
+            return value if optimum is None else (value - optimum) / abs(optimum)
+
+        trace = [(t, y(f)) for t, f in row["graphopt"]["trace"] if y(f) > 0]
+        axis.plot(*zip(*trace, strict=True), color="black", label="graphopt iterates")
+        for name, marker in zip(OPTIONS, "o^sD", strict=True):
+            if name != "graphopt" and "objective" in row.get(name, {}):
+                v = row[name]
+                axis.plot(v["seconds"], y(v["objective"]), marker, markersize=8, label=name)
+        axis.set_yscale("log")
+        axis.set(
+            title=f"p = {row['p']}" + (" (graphopt stopped at the cap)" if capped else ""),
+            xlabel="seconds",
+            ylabel="objective" if capped else "relative gap to graphopt's optimum",
+        )
+        axis.legend()
+    figure.tight_layout()
+    for path in paths:
+        figure.savefig(path, dpi=120)
+    plt.close(figure)

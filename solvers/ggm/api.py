@@ -36,7 +36,7 @@ from graphopt.solvers.validation import (
 PENALTIES: dict[str, type[Penalty]] = {"l1": L1Penalty, "l2p": L2pPenalty}
 """Built-in penalties by name (also registered as ``penalty`` plugins)."""
 
-MERGE_SIZE = 256
+PACK_SIZE = 256
 """Screened blocks are packed into one block-diagonal solve up to this many nodes."""
 
 SOLVERS: dict[str, Callable[..., GGMResult]] = {"admm": admm, "bcd": bcd}
@@ -213,7 +213,7 @@ def _solve_blocks(
         covariance[index, index] = variance
         sparse[index, index] = 1.0 / variance
         objective += float(torch.log(variance).sum()) + len(singletons)
-    for number, packed in enumerate(_pack([b for b in blocks if len(b) > 1], MERGE_SIZE)):
+    for number, packed in enumerate(_pack([b for b in blocks if len(b) > 1], PACK_SIZE)):
         index = torch.as_tensor(np.concatenate(packed), device=s.device)
         # blocks packed together: the entries between them are zero at the optimum,
         # so S there is set to 0 too (exact) and the solver sees a block-diagonal problem
