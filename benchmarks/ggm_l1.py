@@ -382,3 +382,7 @@ def plot(rows: list[dict[str, Any]], paths: list[Path]) -> None:
     for path in paths:
         figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()
