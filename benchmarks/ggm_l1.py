@@ -63,11 +63,12 @@ class _PastCap(Exception):
 
 
 def run_graphopt(
-    s: np.ndarray, lam: float, cap: float = math.inf
+    s: np.ndarray, lam: float, cap: float = math.inf, device: str | None = None
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """graphopt's solve, with the (seconds, objective) trace of its iterates when unscreened.
 
     Past ``cap`` seconds the solve is stopped and only the trace is returned.
+    ``device`` (e.g. "cuda") is where it computes; the answer is numpy either way.
     """
     from graphopt.solvers.ggm import solve
 
@@ -80,7 +81,7 @@ def run_graphopt(
             raise _PastCap
 
     try:
-        result = solve(s, lam=lam, progress=record)
+        result = solve(s, lam=lam, device=device, progress=record)
     except _PastCap:
         import torch
 
@@ -92,7 +93,11 @@ def run_graphopt(
         raise RuntimeError("graphopt did not converge")
     # with several screened blocks the trace covers the largest block only: not comparable
     one_block = len(result.info["blocks"]) == 1 and not result.info.get("singletons")
-    return result.precision, {"trace": trace if one_block else [], "n_iter": result.n_iter}
+    return result.precision, {
+        "trace": trace if one_block else [],
+        "n_iter": result.n_iter,
+        "kkt": result.kkt_residual,
+    }
 
 
 def run_sklearn(s: np.ndarray, lam: float) -> tuple[np.ndarray, dict[str, Any]]:
