@@ -162,8 +162,11 @@ def admm(
         else:
             fallback, reference = target, relaxation * primal
             v = accelerator.step(v, target)
-    precision = z if torch.linalg.cholesky_ex(z)[1] == 0 else omega
-    covariance = torch.cholesky_inverse(torch.linalg.cholesky(precision))
+    precision = z
+    factor, info = torch.linalg.cholesky_ex(z)
+    if int(info) != 0:  # Z not definite (stopped early): answer with the Omega iterate
+        precision, factor = omega, torch.linalg.cholesky(omega)
+    covariance = torch.cholesky_inverse(factor)
     covariance = 0.5 * (covariance + covariance.T)
     result_kkt = kkt_residual(precision, s, structure, penalty, lam, covariance) if convex else None
     if not converged and warn:
@@ -171,7 +174,7 @@ def admm(
     return GGMResult(
         precision=precision,
         covariance=covariance,
-        objective=objective(precision, s, structure, penalty, lam),
+        objective=objective(precision, s, structure, penalty, lam, factor),
         n_iter=iteration,
         converged=converged,
         history=history,

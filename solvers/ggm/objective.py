@@ -14,11 +14,15 @@ from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_n
 from graphopt.solvers.ggm.penalties import L1Penalty, Penalty, penalty_value
 
 
-def log_det(omega: torch.Tensor) -> float:
-    """log det Omega via Cholesky; -inf (never NaN) when Omega is not positive definite."""
-    factor, info = torch.linalg.cholesky_ex(omega)
-    if int(info) != 0:
-        return -math.inf
+def log_det(omega: torch.Tensor, factor: torch.Tensor | None = None) -> float:
+    """log det Omega via Cholesky; -inf (never NaN) when Omega is not positive definite.
+
+    ``factor``: Omega's Cholesky factor, when the caller already has it.
+    """
+    if factor is None:
+        factor, info = torch.linalg.cholesky_ex(omega)
+        if int(info) != 0:
+            return -math.inf
     return float(2.0 * factor.diagonal().log().sum())
 
 
@@ -28,9 +32,10 @@ def objective(
     structure: GroupStructure,
     penalty: Penalty,
     lam: float,
+    factor: torch.Tensor | None = None,
 ) -> float:
-    """f(Omega); +inf when Omega is not positive definite."""
-    logdet = log_det(omega)
+    """f(Omega); +inf when Omega is not positive definite (``factor`` as in ``log_det``)."""
+    logdet = log_det(omega, factor)
     if logdet == -math.inf:
         return math.inf
     return -logdet + float((s * omega).sum()) + float(penalty_value(omega, structure, penalty, lam))
