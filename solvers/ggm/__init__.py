@@ -4,8 +4,9 @@
 
 with the diagonal unpenalized, groups symmetric, phi(t) = t (graphical / group
 lasso) or t^p (the [GGM] l2,p penalty). Solvers: ``admm`` (exact problem,
-adaptive rho, KKT-checked) and ``bcd`` (the paper's coupled block coordinate
-descent), both behind block-diagonal screening; see ``docs/solvers/ggm.md``.
+adaptive rho, KKT-checked, with a Newton end game for l1) and ``bcd`` (the
+paper's coupled block coordinate descent), both behind block-diagonal
+screening; see ``docs/solvers/ggm.md``.
 The scikit-learn estimators live in ``graphopt.solvers.ggm.estimators``.
 """
 
@@ -21,6 +22,7 @@ from graphopt.solvers.ggm.groups import (
     node_groups,
     singleton_groups,
 )
+from graphopt.solvers.ggm.newton import Polish, l1_newton
 from graphopt.solvers.ggm.objective import kkt_residual, objective
 from graphopt.solvers.ggm.omega_step import omega_step, solve_omega_subproblem
 from graphopt.solvers.ggm.penalties import (
@@ -44,6 +46,7 @@ __all__ = [
     "L1Penalty",
     "L2pPenalty",
     "Penalty",
+    "Polish",
     "admm",
     "bcd",
     "coupled_objective",
@@ -52,6 +55,7 @@ __all__ = [
     "groups_from_pairs",
     "important_set_groups",
     "kkt_residual",
+    "l1_newton",
     "make_groups",
     "make_penalty",
     "node_groups",

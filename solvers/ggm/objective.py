@@ -61,11 +61,7 @@ def kkt_residual(
         covariance = torch.cholesky_inverse(torch.linalg.cholesky(omega))
     g = s - covariance
     if structure.singleton and type(penalty) is L1Penalty:
-        off = ~torch.eye(omega.shape[0], dtype=torch.bool, device=omega.device)
-        nonzero = omega != 0
-        r = torch.where(nonzero, g + lam * omega.sign(), g.sign() * (g.abs() - lam).clamp_min(0))
-        r = torch.where(off, r, g)
-        return float(r.norm())
+        return float(l1_residual(omega, g, lam).norm())
     rows, cols, index = _device_indices(structure, omega.device)
     weights = lam * torch.as_tensor(structure.weights, dtype=omega.dtype, device=omega.device)
     norms = group_norms(omega, structure)
@@ -80,3 +76,15 @@ def kkt_residual(
     free[rows, cols] = 0.0
     free[cols, rows] = 0.0
     return math.sqrt(float(free.sum()) + 2.0 * float(group_sq.sum()))
+
+
+def l1_residual(omega: torch.Tensor, gradient: torch.Tensor, lam: float) -> torch.Tensor:
+    """The minimum-norm subgradient R (p, p) of the l1 graphical lasso at Omega, given the
+    smooth part's gradient S - Omega^-1: ``kkt_residual``'s R for singleton groups."""
+    nonzero = omega != 0
+    r = torch.where(
+        nonzero,
+        gradient + lam * omega.sign(),
+        gradient.sign() * (gradient.abs() - lam).clamp_min(0),
+    )
+    return r.diagonal_scatter(gradient.diagonal())
