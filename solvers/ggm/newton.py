@@ -103,7 +103,8 @@ def l1_newton(
     best = math.inf
     past_tol = 0
     polish: Polish | None = None
-    for step in range(max_steps + 1):
+    step = 0
+    while True:
         covariance = torch.cholesky_inverse(factor)
         covariance = 0.5 * (covariance + covariance.T)
         residual = l1_residual(omega, s - covariance, lam)
@@ -138,7 +139,7 @@ def l1_newton(
         polish.step_norms.append(step_norm)
         if on_step is not None:
             on_step(value, step_norm)
-    return polish
+        step += 1
 
 
 def _objective(omega: torch.Tensor, s: torch.Tensor, lam: float, factor: torch.Tensor) -> float:

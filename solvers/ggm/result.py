@@ -21,10 +21,12 @@ class GGMResult:
         covariance: precision^-1.
         objective: f(precision) = -log det + tr(S .) + P(.); for BCD the coupled
             objective F(Omega, Delta) it minimizes.
-        n_iter: iterations run (the largest over screened blocks).
+        n_iter: iterations run (the largest over screened blocks); for ADMM on the l1
+            problem these include the Newton steps of its polish.
         converged: whether the stopping criterion held.
         history: per-iteration lists "objective", "primal_residual", "dual_residual"
-            (and "rho" for ADMM) of the largest block.
+            (and "rho" for ADMM) of the largest block; a Newton step of ADMM's l1 polish
+            has primal residual 0 (its iterate is its own Z).
         kkt_residual: ||minimum-norm subgradient||_F at precision for convex
             penalties (0 at the optimum); None for non-convex ones.
         sparse_precision: the exactly sparse iterate (ADMM's Z, BCD's Delta).
