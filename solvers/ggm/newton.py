@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from graphopt.solvers.ggm.objective import l1_residual
+from graphopt.solvers.ggm.objective import l1_residual, log_det
+from graphopt.solvers.ggm.penalties import l1_penalty
 from graphopt.solvers.validation import check_int_in_range, check_positive, check_square
 
 PROGRESS_WINDOW = 5
@@ -143,8 +144,8 @@ def l1_newton(
 
 
 def _objective(omega: torch.Tensor, s: torch.Tensor, lam: float, factor: torch.Tensor) -> float:
-    off_diagonal = omega.abs().sum() - omega.diagonal().abs().sum()
-    return float(-2.0 * factor.diagonal().log().sum() + (s * omega).sum() + lam * off_diagonal)
+    """f(Omega) for the l1 penalty, given Omega's Cholesky factor."""
+    return -log_det(omega, factor) + float((s * omega).sum()) + float(l1_penalty(omega, lam))
 
 
 def _orthant(

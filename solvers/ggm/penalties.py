@@ -123,9 +123,14 @@ def penalty_value(
 ) -> torch.Tensor:
     """P(Omega) = 2 sum_g lam w_g phi(||Omega_g||_2) (both triangles; see ``groups``)."""
     if structure.singleton and type(penalty) is L1Penalty:
-        return lam * (omega.abs().sum() - omega.diagonal().abs().sum())
+        return l1_penalty(omega, lam)
     weights = torch.as_tensor(structure.weights, dtype=omega.dtype, device=omega.device)
     return 2.0 * lam * (weights * penalty.phi(group_norms(omega, structure))).sum()
+
+
+def l1_penalty(omega: torch.Tensor, lam: float) -> torch.Tensor:
+    """lam * sum_{i != j} |Omega_ij|: ``penalty_value`` for singleton groups and phi(t) = t."""
+    return lam * (omega.abs().sum() - omega.diagonal().abs().sum())
 
 
 def group_prox(
