@@ -205,6 +205,7 @@ def _solve_blocks(
     sparse = torch.zeros_like(s)
     objective, kkt_squares, n_iter, converged = 0.0, 0.0, 0, True
     history: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}  # the solver's counters (info), summed over bins
     singletons = [block for block in blocks if len(block) == 1]
     if singletons:  # closed form: Omega_ii = 1 / S_ii
         index = torch.as_tensor(np.concatenate(singletons), device=s.device)
@@ -244,6 +245,9 @@ def _solve_blocks(
         converged = converged and part.converged
         if number == 0:
             history = part.history
+        for key, value in part.info.items():
+            if isinstance(value, int):
+                counts[key] = counts.get(key, 0) + value
     if not converged:
         warn_not_converged(
             getattr(solver, "__name__", "solver"), options.get("max_iter", n_iter), "a block"
@@ -261,6 +265,7 @@ def _solve_blocks(
             "blocks": [len(b) for b in blocks if len(b) > 1],
             "singletons": len(singletons),
             "screen_seconds": screen_seconds,
+            **counts,
         },
     )
 

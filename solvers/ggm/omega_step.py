@@ -24,14 +24,19 @@ class OmegaStep(NamedTuple):
     eigenvectors: torch.Tensor
 
 
-def omega_step(c: torch.Tensor, rho: float) -> OmegaStep:
-    """Solve rho X - X^-1 = C for symmetric C (one symmetric eigendecomposition)."""
-    values, vectors = torch.linalg.eigh(c)
+def omega_step(c: torch.Tensor, rho: float, working: torch.dtype | None = None) -> OmegaStep:
+    """Solve rho X - X^-1 = C for symmetric C (one symmetric eigendecomposition).
+
+    ``working``: the dtype to compute in (default C's), e.g. float32 for a step
+    about twice as fast and accurate to ~1e-7 relative; the results have C's dtype.
+    """
+    values, vectors = torch.linalg.eigh(c if working is None else c.to(working))
     # (c + sqrt(c^2 + 4 rho)) / (2 rho), written to avoid cancellation for c << 0
     root = torch.sqrt(values.square() + 4.0 * rho)
     eigenvalues = torch.where(values >= 0, (values + root) / (2.0 * rho), 2.0 / (root - values))
     omega = (vectors * eigenvalues) @ vectors.T
-    return OmegaStep(0.5 * (omega + omega.T), eigenvalues, vectors)
+    omega = 0.5 * (omega + omega.T)
+    return OmegaStep(omega.to(c.dtype), eigenvalues.to(c.dtype), vectors.to(c.dtype))
 
 
 def solve_omega_subproblem(s: torch.Tensor, d: torch.Tensor, lambda0: float) -> torch.Tensor:

@@ -30,7 +30,8 @@ class GGMResult:
         kkt_residual: ||minimum-norm subgradient||_F at precision for convex
             penalties (0 at the optimum); None for non-convex ones.
         sparse_precision: the exactly sparse iterate (ADMM's Z, BCD's Delta).
-        info: solver, penalty, lam, screening blocks, timings.
+        info: solver, penalty, lam, screening blocks, timings, and the solver's counters
+            (e.g. ``newton_steps``, ``float32_steps``; summed over screened bins).
     """
 
     precision: Any
