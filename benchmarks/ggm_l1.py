@@ -243,7 +243,7 @@ def main() -> None:
             if name in capped:
                 row[name] = {"error": "skipped: past cap at a smaller p", "capped": True}
                 continue
-            row[name] = measure(name, p, cap, repeats=5 if p <= 200 else 3 if p <= 500 else 1)
+            row[name] = measure(name, p, cap, repeats=15 if p <= 200 else 3 if p <= 500 else 1)
             if row[name].get("capped"):
                 capped.add(name)
             print(p, name, row[name], flush=True)
@@ -285,8 +285,8 @@ def write(rows: list[dict[str, Any]], groups: list[dict[str, Any]], commands: li
         + " per run (the row's `cap_seconds` in the JSON), after a warm-up solve at p = 30 "
         "(imports, GGLasso's numba compilation). For p <= 500 the process then solves the "
         "problem once untimed (every option pays 1.5-2.5x on its first call at a new size) "
-        "and reports the median of 5 (p <= 200) or 3 timed solves; for p >= 1000 one timed "
-        "solve. Objective "
+        "and reports the median of 15 (p <= 200: millisecond timings, where this machine's "
+        "jitter shows) or 3 timed solves; for p >= 1000 one timed solve. Objective "
         "-log det + tr(S Omega) + lam sum_{i != j} |Omega_ij| recomputed for every option by one "
         "function; the gap is relative to the lowest objective in the row (a graphopt run "
         "stopped at the cap counts with its best iterate, a positive definite point). Last "
