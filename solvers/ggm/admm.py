@@ -230,12 +230,23 @@ def admm(
             v = accelerator.step(v, target)
     if polish is not None and polish.converged:
         precision, factor, covariance = polish.omega, polish.factor, polish.covariance
+        value = objective(precision, s, structure, penalty, lam, factor)
         result_kkt: float | None = polish.kkt
     else:
-        precision = z
-        factor, info = torch.linalg.cholesky_ex(z)
-        if int(info) != 0:  # Z not definite (stopped early): answer with the Omega iterate
-            precision, factor = omega, torch.linalg.cholesky(omega)
+        # converged: Z; stopped early: the positive definite iterate with the lowest objective
+        candidates = [z] if converged else [z, omega]
+        if not converged and polish is not None:
+            candidates.append(polish.omega)
+        scored = []
+        for candidate in candidates:
+            factor, info = torch.linalg.cholesky_ex(candidate)
+            if int(info) == 0:
+                value = objective(candidate, s, structure, penalty, lam, factor)
+                scored.append((value, candidate, factor))
+        if not scored:  # Z not definite at a non-convex stop: answer with the Omega iterate
+            factor = torch.linalg.cholesky(omega)
+            scored.append((objective(omega, s, structure, penalty, lam, factor), omega, factor))
+        value, precision, factor = min(scored, key=lambda scored_iterate: scored_iterate[0])
         covariance = torch.cholesky_inverse(factor)
         covariance = 0.5 * (covariance + covariance.T)
         result_kkt = (
@@ -246,7 +257,7 @@ def admm(
     return GGMResult(
         precision=precision,
         covariance=covariance,
-        objective=objective(precision, s, structure, penalty, lam, factor),
+        objective=value,
         n_iter=len(history["objective"]),
         converged=converged,
         history=history,

@@ -16,8 +16,10 @@ class GGMResult:
     """What every GGM solver returns (numpy arrays for numpy callers, tensors otherwise).
 
     Attributes:
-        precision: the estimate of Omega (p, p); for ADMM the sparse iterate Z when
-            it is positive definite, for BCD the smooth iterate Omega.
+        precision: the estimate of Omega (p, p); for BCD the smooth iterate Omega; for
+            ADMM the sparse iterate Z (or its Newton polish) at convergence, and when
+            stopped early the positive definite iterate (Z, Omega, or the last Newton
+            polish's) with the lowest objective.
         covariance: precision^-1.
         objective: f(precision) = -log det + tr(S .) + P(.); for BCD the coupled
             objective F(Omega, Delta) it minimizes.
