@@ -133,6 +133,7 @@ def admm(
     }
     converged = False
     kkt = math.inf
+    checked: tuple[torch.Tensor, torch.Tensor] | None = None  # Z's factor, Z^-1 at the KKT stop
     primal = dual = math.inf
     next_kkt_check = 0
     last_rho_change = 0
@@ -182,9 +183,9 @@ def admm(
         omega = step.omega
         target = v + relaxation * (omega - z)
         primal = float((omega - z).norm())
-        scale = p + max(float(omega.norm()), float(z.norm()))
+        residual_scale = p + max(float(omega.norm()), float(z.norm()))
         float32_steps += low_precision
-        low_precision = low_precision and primal > float32_floor * scale
+        low_precision = low_precision and primal > float32_floor * residual_scale
         dual = rho * float((z - z_old).norm())
         value = (
             -float(step.eigenvalues.log().sum())
@@ -198,16 +199,16 @@ def admm(
             accelerator.reset()
             rejected += 1
             continue
-        eps_primal = residual_tol * scale
+        eps_primal = residual_tol * residual_scale
         eps_dual = residual_tol * (p + rho * float(u.norm()))
         if primal <= eps_primal and dual <= eps_dual:
             if not convex:
                 converged = True
                 break
             if iteration >= next_kkt_check:
-                kkt = _kkt_at(z, s, structure, penalty, lam)
+                kkt, factor, covariance = _kkt_at(z, s, structure, penalty, lam)
                 if kkt <= kkt_tol:
-                    converged = True
+                    converged, checked = True, (factor, covariance)
                     break
                 next_kkt_check = iteration + _iterations_until(
                     kkt, kkt_tol, history["primal_residual"], kkt_every
@@ -232,6 +233,9 @@ def admm(
         precision, factor, covariance = polish.omega, polish.factor, polish.covariance
         value = objective(precision, s, structure, penalty, lam, factor)
         result_kkt: float | None = polish.kkt
+    elif checked is not None:  # stopped on the KKT test at Z: its factorization is at hand
+        precision, (factor, covariance), result_kkt = z, checked, kkt
+        value = objective(precision, s, structure, penalty, lam, factor)
     else:
         # converged: Z; stopped early: the positive definite iterate with the lowest objective
         candidates = [z] if converged else [z, omega]
@@ -285,8 +289,12 @@ def _iterations_until(value: float, target: float, residuals: list[float], most:
 
 def _kkt_at(
     z: torch.Tensor, s: torch.Tensor, structure: GroupStructure, penalty: Penalty, lam: float
-) -> float:
+) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """The KKT residual at Z with Z's Cholesky factor and Z^-1; inf (and the other two
+    meaningless) when Z is not positive definite."""
     factor, info = torch.linalg.cholesky_ex(z)
     if int(info) != 0:
-        return math.inf
-    return kkt_residual(z, s, structure, penalty, lam, torch.cholesky_inverse(factor))
+        return math.inf, factor, factor
+    covariance = torch.cholesky_inverse(factor)
+    covariance = 0.5 * (covariance + covariance.T)
+    return kkt_residual(z, s, structure, penalty, lam, covariance), factor, covariance
