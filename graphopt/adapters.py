@@ -241,15 +241,26 @@ def apply(
     )
     instance.validate(targets)
     attach(model, instance, targets, extra)
-    trainable = {
-        id(p): p for m in methods_of(model) for p in m.trainable_parameters(model).values()
-    }
     return ApplySummary(
         method=instance.name,
         adapted_modules=list(targets),
-        trainable_parameters=sum(p.numel() for p in trainable.values()),
+        trainable_parameters=count_trainable(model),
         total_parameters=sum(p.numel() for p in model.parameters()),
     )
+
+
+def count_trainable(model: nn.Module) -> int:
+    """Entries that train under the model's method stack: every method's
+    ``trainable_parameters`` (each tensor once) less the entries its
+    ``parameter_masks`` freeze."""
+    entries: dict[int, int] = {}
+    for method in methods_of(model):
+        masks = method.parameter_masks(model)
+        for name, param in method.trainable_parameters(model).items():
+            count = int(masks[name].expand_as(param).count_nonzero()) if name in masks else None
+            if count is not None or id(param) not in entries:
+                entries[id(param)] = param.numel() if count is None else count
+    return sum(entries.values())
 
 
 def attach(

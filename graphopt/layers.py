@@ -11,6 +11,7 @@ one too.
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -26,6 +27,11 @@ class AdaptedLinear(nn.Module, abc.ABC):
     ``W + dW`` (and the bias ``b + db``) and ``y = base_layer(x)``, the same
     function up to floating-point rounding.
     """
+
+    output_factor: ClassVar[str | None] = None
+    """Name (relative to this layer) of the adapter parameter whose rows are the
+    layer's output units (LoRA's ``lora_B.weight``), or None: what a method stacked
+    on this adapter, e.g. spectral coordination, targets."""
 
     def __init__(self, base_layer: nn.Linear) -> None:
         super().__init__()

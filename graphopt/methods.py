@@ -15,10 +15,17 @@ Verbs a method implements (in place, on the model it was applied to):
 * ``adapter_parameters(model)``: the parameters the method trains;
 * ``num_trainable_parameters(model)``: the documented closed-form count;
 * optionally ``merge``/``unmerge`` (exact), ``transforms``/``regularizers``/
-  ``callbacks`` for the optimizer, ``extra_state``/``load_extra_state`` (JSON
-  data saved with the adapter, e.g. an allocation), and their own
-  ``adapter_state_dict``/``load_adapter_state_dict`` when the tensors to save
-  are not just the trainable parameters.
+  ``update_transforms``/``callbacks`` for the optimizer, ``parameter_masks``
+  (entries of its parameters that do not train), ``extra_state``/
+  ``load_extra_state`` (JSON data saved with the adapter, e.g. an allocation),
+  and their own ``adapter_state_dict``/``load_adapter_state_dict`` when the
+  tensors to save are not just the trainable parameters.
+
+**Parameter identity is fixed for a run**: ``apply`` creates every parameter a
+method will ever train; afterwards no verb may replace, add or reshape one
+(an optimizer, a DDP/FSDP wrapper or a Trainer may already hold them). A
+method that trains part of a parameter masks it (``parameter_masks`` and a
+``graphopt.optim.ParameterMask`` transform) instead of shrinking it.
 """
 
 from __future__ import annotations
@@ -129,8 +136,23 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def num_trainable_parameters(self, model: nn.Module) -> int:
-        """The method's documented parameter count (``adapter_parameters`` only),
-        computed from the formula, not by counting tensors."""
+        """The method's documented parameter count (the entries of
+        ``adapter_parameters`` that train: ``parameter_masks`` excluded), computed
+        from the formula, not by counting tensors."""
+
+    def count_trained_entries(self, model: nn.Module) -> int:
+        """Entries of ``adapter_parameters`` that train, counted from the tensors and
+        ``parameter_masks`` (what ``num_trainable_parameters`` must equal)."""
+        masks = self.parameter_masks(model)
+        return sum(
+            int(masks[name].expand_as(p).count_nonzero()) if name in masks else p.numel()
+            for name, p in self.adapter_parameters(model).items()
+        )
+
+    def parameter_masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """0/1 tensors broadcastable to some ``adapter_parameters`` (by the same names):
+        entries at 0 do not train (default: none, every entry trains)."""
+        return {}
 
     def transforms(self, model: nn.Module) -> list[Any]:
         """Gradient transforms for ``GraphOptimizer`` (default: none)."""
@@ -138,6 +160,11 @@ class Method(abc.ABC):
 
     def regularizers(self, model: nn.Module) -> list[Any]:
         """Regularizers for ``GraphOptimizer`` (default: none)."""
+        return []
+
+    def update_transforms(self, model: nn.Module) -> list[Any]:
+        """Update transforms for ``GraphOptimizer``, run on the base step's update
+        (default: none)."""
         return []
 
     def callbacks(self, model: nn.Module) -> list[Any]:

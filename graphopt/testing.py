@@ -182,7 +182,7 @@ def check_method(
 
 
 def _check_count(model: nn.Module, method: Any, reported: int | None, name: str, when: str) -> None:
-    counted = sum(p.numel() for p in method.adapter_parameters(model).values())
+    counted = method.count_trained_entries(model)
     formula = method.num_trainable_parameters(model)
     if counted != formula or (reported is not None and reported != counted):
         raise AssertionError(

@@ -59,6 +59,8 @@ class LinChainConfig(MethodConfig):
 class LinChainLinear(AdaptedLinear):
     """``base_layer(x) + scaling * lora_B(M_n(...M_1(lora_A(dropout(x)))))``."""
 
+    output_factor = "lora_B.weight"
+
     def __init__(self, base_layer: nn.Linear, config: LinChainConfig) -> None:
         super().__init__(base_layer)
         weight = base_layer.weight

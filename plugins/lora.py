@@ -45,6 +45,8 @@ class LoraConfig(MethodConfig):
 class LoraLinear(AdaptedLinear):
     """``base_layer(x) + scaling * lora_B(lora_A(dropout(x)))``."""
 
+    output_factor = "lora_B.weight"
+
     def __init__(self, base_layer: nn.Linear, config: LoraConfig) -> None:
         super().__init__(base_layer)
         weight = base_layer.weight

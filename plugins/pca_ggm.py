@@ -12,11 +12,11 @@ METHODS.md section 4, reference code ``Graph_based_peft``:
    ``|I - Ibar|`` (beta2); node score = mean of Ibar * Ubar over the node's A
    part and B part, averaged;
 3. then ``plugins/pca_ggm_allocation.py`` picks the nodes (important set, GGM,
-   top-K or budget), and the rest are frozen: their factors are folded into
-   ``W_res`` and the trainable factors **shrink** to the kept columns/rows
-   (same ``nn.Parameter`` objects; the optimizer's state is sliced, so frozen
-   nodes have neither gradient nor optimizer state), which makes a training
-   step after selection cheaper than LoRA's;
+   top-K or budget), and the rest are frozen by **masks**: ``A``, ``B`` keep their
+   shape and identity for the whole run (so DDP/FSDP wrappers, optimizers and
+   checkpoints built before the allocation stay valid), and a
+   ``ParameterMask`` gives frozen entries no gradient and no update (no weight
+   decay either): they stay bitwise at their value at the allocation;
 4. merge: ``W_res + A B`` (exact); ``export_delta`` writes the change to the
    base model as a dense delta or in PEFT's LoRA format (rank 2r).
 
@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import graphopt
-from graphopt.adapters import freeze_untrained
 from graphopt.io import atomic_write, atomic_write_json
 from graphopt.layers import AdaptedLinear, WrappingMethod
-from graphopt.methods import MethodConfig, check_state_matches, methods_of
+from graphopt.methods import MethodConfig, methods_of
+from graphopt.optim.masking import ParameterMask
 from graphopt.peft_export import LoraFactors, write_peft_lora
 from graphopt.plugins.pca_ggm_allocation import allocate, plot_allocation
 
@@ -113,12 +113,16 @@ class PcaGgmConfig(MethodConfig):
 class PcaGgmLinear(AdaptedLinear):
     """``W_res x + A (B x) + b`` with ``W_res`` in ``base_layer.weight``.
 
-    Buffers (not in the model's ``state_dict``; the adapter saves them): ``A0``,
-    ``B0`` the initial factors (``W = W_res + A0 B0`` at apply), ``A_frozen``,
-    ``B_frozen`` the frozen nodes' final factors (folded into ``W_res``),
-    ``bias0`` the original bias. ``components`` = the original component index
-    of each column of ``A``.
+    ``A`` (d_out, r) and ``B`` (r, d_in) keep their shape for the whole run; the
+    allocation only writes the persistent masks ``component_mask`` (r,) and
+    ``bias_mask`` () -- 1 = the node trains -- and sets ``allocated``. They are
+    buffers, so ``model.state_dict()``, a Trainer checkpoint or accelerate's
+    ``save_state`` carries them. Non-persistent buffers (the adapter file saves
+    them): ``A0``, ``B0`` the initial factors (``W = W_res + A0 B0`` at apply)
+    and ``bias0`` the original bias.
     """
+
+    output_factor = "A"
 
     def __init__(self, base_layer: nn.Linear, r: int, dtype: torch.dtype) -> None:
         super().__init__(base_layer)
@@ -132,25 +136,30 @@ class PcaGgmLinear(AdaptedLinear):
         self.B = nn.Parameter(b0.clone())
         self.register_buffer("A0", a0, persistent=False)
         self.register_buffer("B0", b0, persistent=False)
-        self.register_buffer("A_frozen", a0[:, :0].clone(), persistent=False)
-        self.register_buffer("B_frozen", b0[:0].clone(), persistent=False)
         bias = base_layer.bias
         self.register_buffer(
             "bias0", None if bias is None else bias.detach().clone(), persistent=False
         )
-        self.components: list[int] = list(range(r))
+        self.register_buffer("component_mask", torch.ones(r, dtype=dtype, device=a0.device))
+        self.register_buffer("bias_mask", torch.ones((), dtype=dtype, device=a0.device))
+        self.register_buffer("allocated", torch.zeros((), dtype=torch.bool, device=a0.device))
         self.bias_trainable = bias is not None
+        """Whether the bias vector is a node (trained until the allocation freezes it)."""
+
+    @property
+    def components(self) -> list[int]:
+        """The components that train (all of them before the allocation)."""
+        return [int(i) for i in torch.nonzero(self.component_mask).flatten()]
 
     @property
     def rank(self) -> int:
-        """Trainable components left."""
+        """Number of components that train."""
         return len(self.components)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
-        if self.merged or not self.components:
-            return out
-        return out + self.delta(x).to(out.dtype)
+    @property
+    def bias_trains(self) -> bool:
+        """Whether the bias vector trains (a node that was kept, or before the allocation)."""
+        return self.bias_trainable and bool(self.bias_mask)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.linear(x.to(self.A.dtype), self.B), self.A)
@@ -158,31 +167,26 @@ class PcaGgmLinear(AdaptedLinear):
     def delta_weight(self) -> tuple[torch.Tensor, None]:
         return self.A @ self.B, None
 
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Masks broadcastable to ``A``, ``B`` (and the bias node): 0 = frozen entries."""
+        masks = {"A": self.component_mask[None, :], "B": self.component_mask[:, None]}
+        if self.bias_trainable:
+            masks["base_layer.bias"] = self.bias_mask
+        return masks
+
     @torch.no_grad()
-    def freeze_components(self, kept: list[int]) -> tuple[list[int], list[int]]:
-        """Keep the original components ``kept`` trainable; fold the others into
-        ``W_res`` (in order) and replace ``A``, ``B`` by new parameters holding the
-        kept ones. Returns the column positions (kept, frozen) in the old ``A``."""
-        keep = [i for i, c in enumerate(self.components) if c in set(kept)]
-        drop = [i for i, c in enumerate(self.components) if c not in set(kept)]
-        if drop:
-            # contiguous copies: the same matmul as load_adapter_state_dict's, bit for bit
-            a_f, b_f = self.A[:, drop].contiguous(), self.B[drop].contiguous()
-            self.A_frozen = torch.cat([self.A_frozen, a_f], dim=1)
-            self.B_frozen = torch.cat([self.B_frozen, b_f], dim=0)
-            weight = self.base_layer.weight
-            weight += (a_f @ b_f).to(weight.dtype)
-        # new leaves: reshaping a Parameter in place would confuse autograd's cached
-        # gradient accumulator while the last step's graph is still alive
-        self.A = nn.Parameter(self.A.detach()[:, keep].contiguous())
-        self.B = nn.Parameter(self.B.detach()[keep].contiguous())
-        self.components = [self.components[i] for i in keep]
-        return keep, drop
+    def keep(self, components: list[int], bias: bool) -> None:
+        """Set the masks: the original ``components`` (and the bias node when ``bias``)
+        keep training; the rest stay exactly where they are for the rest of the run."""
+        self.component_mask.zero_()
+        self.component_mask[components] = 1
+        self.bias_mask.fill_(1.0 if bias and self.bias_trainable else 0.0)
+        self.allocated.fill_(True)
 
     def original_delta(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(dW, db): merged weights minus the original base layer's, in float32."""
-        up = torch.cat([self.A, self.A_frozen, -self.A0], dim=1).float()
-        down = torch.cat([self.B, self.B_frozen, self.B0], dim=0).float()
+        up = torch.cat([self.A, -self.A0], dim=1).float()
+        down = torch.cat([self.B, self.B0], dim=0).float()
         bias = self.base_layer.bias
         delta_b = None if bias is None else (bias - self.bias0).float()
         return up @ down, delta_b
@@ -204,6 +208,7 @@ class PcaGgm(WrappingMethod):
         self.samples: torch.Tensor | None = None
         self.ema: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.pending: dict[str, Any] | None = None
+        self._mask: ParameterMask | None = None
 
     # -- applying --------------------------------------------------------------------
 
@@ -238,17 +243,17 @@ class PcaGgm(WrappingMethod):
         """The adapted layers, by module name."""
         return super().layers(model)  # type: ignore[return-value]
 
-    @property
-    def selected(self) -> bool:
-        """Whether the allocation has run (the factors are shrunk)."""
-        return self.allocation is not None
+    def selected(self, model: nn.Module) -> bool:
+        """Whether the allocation has run (read from the layers' ``allocated`` buffers,
+        so a model restored from any state dict knows)."""
+        return all(bool(layer.allocated) for layer in self.layers(model).values())
 
     def nodes(self, model: nn.Module) -> list[tuple[str, int | str]]:
         """Every node (module name, component index or ``"bias"``), in score order."""
         nodes: list[tuple[str, int | str]] = []
         for name, layer in self.layers(model).items():
             nodes += [(name, c) for c in range(self.config.r)]
-            if self.config.train_bias and layer.base_layer.bias is not None:
+            if layer.bias_trainable:
                 nodes.append((name, BIAS))
         return nodes
 
@@ -257,39 +262,68 @@ class PcaGgm(WrappingMethod):
     def adapter_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
         params: dict[str, nn.Parameter] = {}
         for name, layer in self.layers(model).items():
-            if layer.rank:
-                params[f"{name}.A"] = layer.A
-                params[f"{name}.B"] = layer.B
+            params[f"{name}.A"] = layer.A
+            params[f"{name}.B"] = layer.B
             if layer.bias_trainable:
                 assert layer.base_layer.bias is not None
                 params[f"{name}.base_layer.bias"] = layer.base_layer.bias
         return params
 
+    def parameter_masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return {
+            f"{name}.{part}": mask
+            for name, layer in self.layers(model).items()
+            for part, mask in layer.masks().items()
+        }
+
     def num_trainable_parameters(self, model: nn.Module) -> int:
-        """``sum over layers of k (d_in + d_out) + [bias node trained] d_out``, with k = r
+        """``sum over layers of k (d_in + d_out) + [bias node trains] d_out``, with k = r
         before the allocation and the kept components after it."""
         return sum(
             layer.rank * (layer.in_features + layer.out_features)
-            + (layer.out_features if layer.bias_trainable else 0)
+            + (layer.out_features if layer.bias_trains else 0)
             for layer in self.layers(model).values()
         )
+
+    def transforms(self, model: nn.Module) -> list[Any]:
+        return [self._parameter_mask(model)]
+
+    def update_transforms(self, model: nn.Module) -> list[Any]:
+        return [self._parameter_mask(model)]
 
     def callbacks(self, model: nn.Module) -> list[Any]:
         return [SensitivityCallback(self, model)]
 
+    def _parameter_mask(self, model: nn.Module) -> ParameterMask:
+        """One mask object: frozen nodes get no gradient and no update (so no weight
+        decay either); before the allocation every mask is 1."""
+        if self._mask is None:
+            # masks looked up at every step: model.to() replaces buffers, not parameters
+            owners = {
+                id(layer.get_parameter(part)): (layer, part)
+                for layer in self.layers(model).values()
+                for part in layer.masks()
+            }
+            self._mask = ParameterMask(
+                "pca_ggm_mask",
+                list(self.adapter_parameters(model).values()),
+                lambda param: _mask_of(*owners[id(param)]),
+            )
+        return self._mask
+
     @torch.no_grad()
-    def observe(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def observe(self, model: nn.Module) -> None:
         """Record one sample of node scores (after an optimizer step, gradients still
         set); at ``warmup_steps`` samples, run the allocation. No host sync until then."""
-        if self.selected:
+        if self.selected(model):
             return
         beta1, beta2 = self.config.beta1, self.config.beta2
         scores = []
         for name, layer in self.layers(model).items():
             parts = {"A": layer.A, "B": layer.B}
-            bias = layer.base_layer.bias
-            if self.config.train_bias and bias is not None:
-                parts[BIAS] = bias
+            if layer.bias_trainable:
+                assert layer.base_layer.bias is not None
+                parts[BIAS] = layer.base_layer.bias
             node = {}
             for part, param in parts.items():
                 key = f"{name}.{part}"
@@ -310,12 +344,16 @@ class PcaGgm(WrappingMethod):
         self.samples[self.step] = sample
         self.step += 1
         if self.step >= self.config.warmup_steps:
-            self.select(model, optimizer)
+            self.select(model)
 
-    def select(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Allocate from the collected samples and freeze every node not kept; the
-        ``optimizer``'s param groups and state are updated to the shrunk factors."""
-        if self.selected:
+    def select(self, model: nn.Module) -> None:
+        """Allocate from the collected samples and mask every node not kept.
+
+        Under ``torch.distributed`` every process computes the same allocation from
+        the same (all-reduced) gradients; rank 0's masks are then broadcast, so the
+        processes cannot diverge even if their solvers round differently.
+        """
+        if self.selected(model):
             return
         if self.samples is None or self.step < 2:
             raise ValueError(f"pca_ggm needs >= 2 score samples to allocate; has {self.step}")
@@ -340,7 +378,13 @@ class PcaGgm(WrappingMethod):
             solver_options=config.solver_options,
         )
         kept_nodes = [nodes[j] for j in allocation.kept]
-        self._freeze_unkept(model, kept_nodes, optimizer)
+        kept: dict[str, set[int | str]] = {}
+        for module, slot in kept_nodes:
+            kept.setdefault(module, set()).add(slot)
+        for name, layer in layers.items():
+            chosen = kept.get(name, set())
+            layer.keep(sorted(c for c in chosen if c != BIAS), BIAS in chosen)  # type: ignore[type-var]
+            _broadcast_from_first_rank(layer.component_mask, layer.bias_mask)
         self.allocation = {
             **allocation.to_json(),
             "nodes": [list(n) for n in nodes],
@@ -349,55 +393,16 @@ class PcaGgm(WrappingMethod):
         self.samples, self.ema = None, {}
         self.timing["allocation_s"] = time.perf_counter() - start
 
-    def _freeze_unkept(
-        self,
-        model: nn.Module,
-        kept_nodes: list[tuple[str, int | str]],
-        optimizer: torch.optim.Optimizer | None,
-    ) -> None:
-        kept: dict[str, set[int | str]] = {}
-        for module, slot in kept_nodes:
-            kept.setdefault(module, set()).add(slot)
-        removed: list[nn.Parameter] = []
-        swapped: dict[int, tuple[nn.Parameter, nn.Parameter, list[int], int]] = {}
-        for name, layer in self.layers(model).items():
-            chosen = kept.get(name, set())
-            old_a, old_b = layer.A, layer.B
-            keep, _ = layer.freeze_components([c for c in chosen if c != BIAS])
-            if layer.rank:
-                swapped[id(old_a)] = (old_a, layer.A, keep, 1)
-                swapped[id(old_b)] = (old_b, layer.B, keep, 0)
-            else:
-                removed += [old_a, old_b]
-            if layer.bias_trainable and BIAS not in chosen:
-                layer.bias_trainable = False
-                assert layer.base_layer.bias is not None
-                layer.base_layer.bias.grad = None
-                removed.append(layer.base_layer.bias)
-        if optimizer is not None:
-            _update_optimizer(optimizer, swapped, removed)
-        freeze_untrained(model)
-
     # -- saving ----------------------------------------------------------------------
-
-    def _state_names(self, name: str, layer: PcaGgmLinear) -> dict[str, torch.Tensor]:
-        state = {
-            f"{name}.A": layer.A.detach(),
-            f"{name}.B": layer.B.detach(),
-            f"{name}.A0": layer.A0,
-            f"{name}.B0": layer.B0,
-            f"{name}.A_frozen": layer.A_frozen,
-            f"{name}.B_frozen": layer.B_frozen,
-        }
-        if layer.base_layer.bias is not None:
-            state[f"{name}.bias"] = layer.base_layer.bias.detach()
-            state[f"{name}.bias0"] = layer.bias0
-        return state
 
     def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         state: dict[str, torch.Tensor] = {}
         for name, layer in self.layers(model).items():
-            state.update(self._state_names(name, layer))
+            parts = ["A", "B", "A0", "B0", "component_mask", "bias_mask", "allocated"]
+            state.update({f"{name}.{part}": getattr(layer, part).detach() for part in parts})
+            if layer.base_layer.bias is not None:
+                state[f"{name}.bias"] = layer.base_layer.bias.detach()
+                state[f"{name}.bias0"] = layer.bias0
         return state
 
     def extra_state(self) -> dict[str, Any]:
@@ -408,50 +413,12 @@ class PcaGgm(WrappingMethod):
     def load_extra_state(self, model: nn.Module, extra: dict[str, Any]) -> None:
         self.pending = extra
 
-    def _expected_shapes(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        kept = self._pending_kept()
-        expected: dict[str, torch.Tensor] = {}
-        r = self.config.r
-        for name, layer in self.layers(model).items():
-            k = layer.rank if kept is None else len([c for c in kept.get(name, ()) if c != BIAS])
-            d_out, d_in = layer.out_features, layer.in_features
-            shapes = {
-                "A": (d_out, k),
-                "B": (k, d_in),
-                "A0": (d_out, r),
-                "B0": (r, d_in),
-                "A_frozen": (d_out, r - k),
-                "B_frozen": (r - k, d_in),
-            }
-            if layer.base_layer.bias is not None:
-                shapes.update(bias=(d_out,), bias0=(d_out,))
-            for part, shape in shapes.items():
-                expected[f"{name}.{part}"] = torch.empty(shape, device="meta")
-        return expected
-
-    def _pending_kept(self) -> dict[str, set[int | str]] | None:
-        if not self.pending or not self.pending.get("allocation"):
-            return None
-        kept: dict[str, set[int | str]] = {}
-        for module, slot in self.pending["allocation"]["kept_nodes"]:
-            kept.setdefault(module, set()).add(slot)
-        return kept
-
-    def check_adapter_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-        if self.selected and self._pending_kept() is None:
-            raise ValueError(
-                "cannot load a pca_ggm adapter saved before its allocation onto a model "
-                "whose allocation has run"
-            )
-        check_state_matches(self.name, self._expected_shapes(model), state)
-
     @torch.no_grad()
     def load_adapter_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-        """Restore factors, frozen nodes and ``W_res``. On the device that saved it the
-        result is bitwise identical (same SVD, same fold); elsewhere ``W_res`` is
-        corrected by ``A0' B0' - A0 B0`` (exact up to rounding)."""
+        """Restore factors, masks and ``W_res``. On the device that saved it the result
+        is bitwise identical (same SVD); elsewhere ``W_res`` is corrected by
+        ``A0' B0' - A0 B0`` (exact up to rounding). Every tensor keeps its identity."""
         self.check_adapter_state(model, state)
-        kept = self._pending_kept()
         for name, layer in self.layers(model).items():
             weight = layer.base_layer.weight
 
@@ -461,33 +428,19 @@ class PcaGgm(WrappingMethod):
             a0, b0 = get("A0", layer.A0), get("B0", layer.B0)
             if not (torch.equal(a0, layer.A0) and torch.equal(b0, layer.B0)):
                 weight += (layer.A0 @ layer.B0 - a0 @ b0).to(weight.dtype)
-                layer.A0, layer.B0 = a0, b0
-            if layer.A_frozen.shape[1]:
-                weight -= (layer.A_frozen @ layer.B_frozen).to(weight.dtype)
-            a_f, b_f = get("A_frozen", layer.A_frozen), get("B_frozen", layer.B_frozen)
-            if a_f.shape[1]:
-                weight += (a_f @ b_f).to(weight.dtype)
-            layer.A_frozen, layer.B_frozen = a_f, b_f
-            for part in ("A", "B"):  # same shape: keep the Parameter (an optimizer may hold it)
-                param, value = getattr(layer, part), get(part, getattr(layer, part))
-                if param.shape == value.shape:
-                    param.copy_(value)
-                else:
-                    setattr(layer, part, nn.Parameter(value.clone()))
-            if kept is not None:
-                chosen = kept.get(name, set())
-                layer.components = sorted(c for c in chosen if c != BIAS)  # type: ignore[type-var]
-                layer.bias_trainable = layer.bias_trainable and BIAS in chosen
+                layer.A0.copy_(a0)
+                layer.B0.copy_(b0)
+            for part in ("A", "B", "component_mask", "bias_mask", "allocated"):
+                getattr(layer, part).copy_(get(part, getattr(layer, part)))
             if layer.base_layer.bias is not None:
                 layer.base_layer.bias.copy_(get("bias", layer.base_layer.bias))
-                layer.bias0 = get("bias0", layer.base_layer.bias)
+                layer.bias0.copy_(get("bias0", layer.base_layer.bias))
         if self.pending:
             self.step = int(self.pending.get("step", self.step))
-            if self.pending.get("allocation"):
-                self.allocation = self.pending["allocation"]
-                self.samples, self.ema = None, {}
+            self.allocation = self.pending.get("allocation") or self.allocation
+        if self.selected(model):
+            self.samples, self.ema = None, {}
         self.pending = None
-        freeze_untrained(model)
 
     # -- export ----------------------------------------------------------------------
 
@@ -498,34 +451,17 @@ class PcaGgm(WrappingMethod):
         return [plot_allocation(self.allocation, Path(folder) / "pca_ggm_allocation.png")]
 
 
-def _update_optimizer(
-    optimizer: torch.optim.Optimizer,
-    swapped: dict[int, tuple[nn.Parameter, nn.Parameter, list[int], int]],
-    removed: list[nn.Parameter],
-) -> None:
-    """Point the optimizer at the shrunk factors, with their per-parameter tensors
-    (e.g. Adam's moments) cut to the kept nodes, and drop the frozen parameters."""
-    gone = {id(p) for p in removed}
-    for group in optimizer.param_groups:
-        params = []
-        for param in group["params"]:
-            if id(param) in gone:
-                optimizer.state.pop(param, None)
-            elif id(param) in swapped:
-                old, new, keep, dim = swapped[id(param)]
-                state = optimizer.state.pop(old, None)
-                if state:
-                    index = torch.tensor(keep, dtype=torch.long, device=old.device)
-                    optimizer.state[new] = {
-                        key: value.index_select(dim, index).contiguous()
-                        if isinstance(value, torch.Tensor) and value.shape == old.shape
-                        else value
-                        for key, value in state.items()
-                    }
-                params.append(new)
-            else:
-                params.append(param)
-        group["params"] = params
+def _mask_of(layer: PcaGgmLinear, part: str) -> torch.Tensor:
+    return layer.masks()[part]
+
+
+def _broadcast_from_first_rank(*tensors: torch.Tensor) -> None:
+    """Make every process hold rank 0's values (no-op outside ``torch.distributed``)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        for tensor in tensors:
+            dist.broadcast(tensor, src=0)
 
 
 class SensitivityCallback:
@@ -536,7 +472,7 @@ class SensitivityCallback:
         self.model = model
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.method.observe(self.model, optimizer)
+        self.method.observe(self.model)
 
     def state_dict(self) -> dict[str, Any]:
         """Step count, score samples and EMA tensors (tensors and ints only)."""
@@ -549,7 +485,7 @@ class SensitivityCallback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         method = self.method
-        if method.selected:
+        if method.selected(self.model):
             return
         method.step = int(state["step"])
         if "samples" in state:
@@ -569,8 +505,8 @@ def export_delta(model: nn.Module, directory: str | Path, form: str = "dense") -
 
     ``form="dense"``: ``delta_model.safetensors`` with ``<module>.weight`` = dW and
     ``<module>.bias`` = db (merged minus original) + ``delta_config.json``.
-    ``form="lowrank"``: a PEFT LoRA adapter of rank 2r (``lora_B = [A, A_frozen,
-    -A0]``, ``lora_A = [B; B_frozen; B0]``, scaling 1, trained biases via
+    ``form="lowrank"``: a PEFT LoRA adapter of rank 2r (``lora_B = [A, -A0]``,
+    ``lora_A = [B; B0]``, scaling 1, trained biases via
     ``bias="lora_only"``) that ``peft.PeftModel.from_pretrained`` loads on the
     original base model.
     """
@@ -587,8 +523,8 @@ def export_delta(model: nn.Module, directory: str | Path, form: str = "dense") -
         if form == "lowrank":
             factors = {
                 name: LoraFactors(
-                    torch.cat([layer.B, layer.B_frozen, layer.B0], dim=0),
-                    torch.cat([layer.A, layer.A_frozen, -layer.A0], dim=1),
+                    torch.cat([layer.B, layer.B0], dim=0),
+                    torch.cat([layer.A, -layer.A0], dim=1),
                     None if layer.base_layer.bias is None else layer.base_layer.bias,
                 )
                 for name, layer in layers.items()

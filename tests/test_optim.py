@@ -117,6 +117,29 @@ class L2:
         pass
 
 
+class DampUpdate:
+    """Toy stateful update transform: d <- factor * d, counting the updates it saw."""
+
+    name = "damp"
+
+    def __init__(self, params: list[torch.Tensor], factor: float = 0.5) -> None:
+        self.params, self.factor, self.seen = params, factor, []
+
+    def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"count": torch.zeros((), device=param.device)}
+
+    def transform_update(self, update, param, state, factor: float | None = None):
+        self.seen.append(update.clone())
+        state["count"].add_(1)
+        return update.mul_(self.factor if factor is None else factor)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"factor": self.factor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.factor = state["factor"]
+
+
 class Recorder:
     """Toy callback recording the first parameter after each step."""
 
@@ -283,6 +306,58 @@ def test_callbacks_run_after_the_base_step() -> None:
     torch.testing.assert_close(recorder.seen[-1], model[0].weight.detach())
 
 
+@pytest.mark.parametrize("base", list(BASES))
+def test_update_transform_sees_the_base_update_and_rewrites_it(base: str) -> None:
+    cls, kwargs = BASES[base]
+    model, reference = _model(), _model()
+    damp = DampUpdate([model[0].weight], factor=0.25)
+    opt = GraphOptimizer(model.parameters(), base=cls, update_transforms=[damp], **kwargs)
+    plain = cls(reference.parameters(), **kwargs)
+    x, y = _batch(0)
+    for net, optimizer in ((model, opt), (reference, plain)):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(net(x), y).backward()
+    old = model[0].weight.detach().clone()
+    opt.step()
+    plain.step()
+    # the transform saw exactly the base's update; the parameter moved a quarter of it
+    torch.testing.assert_close(damp.seen[0], reference[0].weight.detach() - old, rtol=0, atol=0)
+    torch.testing.assert_close(model[0].weight.detach(), old + 0.25 * damp.seen[0])
+    assert torch.equal(model[2].weight, reference[2].weight)  # not selected: untouched
+
+
+def test_update_transforms_are_switched_per_group() -> None:
+    model = _model()
+    damp = DampUpdate([model[0].weight, model[2].weight])
+    groups = [
+        {"params": list(model[0].parameters()), "update_transforms": {"damp": {"factor": 0.0}}},
+        {"params": list(model[2].parameters()), "update_transforms": False},
+    ]
+    opt = GraphOptimizer(groups, lr=1e-2, update_transforms=[damp])
+    before = model[0].weight.detach().clone()
+    _train(model, opt, range(1))
+    assert torch.equal(model[0].weight, before)  # factor 0 from the group's options
+    assert len(damp.seen) == 1  # switched off for the second group
+
+
+@pytest.mark.parametrize("base", list(BASES))
+def test_parameter_mask_keeps_masked_entries_bitwise_whatever_the_base(base: str) -> None:
+    from graphopt.optim import ParameterMask
+
+    cls, kwargs = BASES[base]
+    model = _model()
+    keep = torch.tensor([[1.0]] * 4 + [[0.0]] * 4)  # rows 4..7 of the first layer frozen
+    mask = ParameterMask("rows", [model[0].weight], lambda param: keep)
+    opt = GraphOptimizer(
+        model.parameters(), base=cls, transforms=[mask], update_transforms=[mask], **kwargs
+    )
+    before = model[0].weight.detach().clone()
+    _train(model, opt, range(4))
+    assert torch.equal(model[0].weight[4:], before[4:])
+    assert not torch.equal(model[0].weight[:4], before[:4])
+    assert not model[0].weight.grad[4:].any()
+
+
 def test_parameter_without_gradient_is_left_to_the_base() -> None:
     model = _model()
     frozen_grad_param = model[2].weight
@@ -324,6 +399,7 @@ def _stateful(model: nn.Module, cls: type = torch.optim.AdamW) -> GraphOptimizer
         lr=1e-2,
         transforms=[GradientAverage([weight, model[2].weight])],
         regularizers=[L2([weight], 0.01)],
+        update_transforms=[DampUpdate([model[2].weight])],
         callbacks=[Recorder()],
     )
 
@@ -356,6 +432,8 @@ def test_resuming_from_a_saved_state_gives_bit_identical_steps(base: str, tmp_pa
     resumed_opt = _stateful(resumed, cls)
     resumed_opt.load_state_dict(checkpoint["opt"])
     assert resumed_opt.transforms[0].calls == 6
+    damp = resumed_opt.update_transforms[0]
+    assert float(resumed_opt.transform_state(damp)[resumed[2].weight]["count"]) == 3
     _train(resumed, resumed_opt, range(3, 6))
     assert _same_params(model, resumed)
 

@@ -1,4 +1,6 @@
-"""GraphOptimizer under DistributedDataParallel: 2 CPU processes (gloo) equal one process."""
+"""GraphOptimizer under DistributedDataParallel: 2 CPU processes (gloo) equal one process,
+for a gradient transform that must see the reduced gradient and for pca_ggm, whose
+allocation masks components in the middle of the run."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+import graphopt
 from graphopt.optim import GraphOptimizer
 
 STEPS = 3
@@ -79,3 +82,74 @@ def test_two_process_ddp_equals_one_process_on_the_same_global_batch(tmp_path: P
     _train(single, single, rank=0, world=1)
     for name, value in single.state_dict().items():
         torch.testing.assert_close(ddp_state[name], value, rtol=1e-6, atol=1e-7)
+
+
+PCA_SETTINGS = {"r": 4, "warmup_steps": 3, "top_k": 4, "n_important": 4, "train_bias": False}
+PCA_STEPS = 6
+
+
+def _pca_model() -> nn.Module:
+    """Tiny BERT without dropout (ranks would draw different masks) under pca_ggm.
+
+    The allocation is a discrete choice: 2 processes reduce gradients in another
+    order than one, and a node score within rounding of the cut could flip it. One
+    value matrix is scaled up so its 4 components lead the sensitivity scores by a
+    wide margin (~70x the rounding difference) and the comparison is meaningful.
+    Bias nodes are off: a key bias has an exactly-zero gradient in exact arithmetic
+    (softmax is shift-invariant), so Adam turns its rounding noise into full steps.
+    """
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=16,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    model = BertModel(config)
+    with torch.no_grad():
+        model.encoder.layer[1].attention.self.value.weight.mul_(10.0)
+    graphopt.apply(model, "pca_ggm", target_modules=["query", "value"], **PCA_SETTINGS)
+    return model
+
+
+def _pca_train(model: nn.Module, inner: nn.Module, rank: int, world: int) -> None:
+    opt = GraphOptimizer.for_model(inner, lr=1e-2, weight_decay=0.1)
+    per_rank = GLOBAL_BATCH // world
+    for step in range(PCA_STEPS):
+        ids = torch.randint(0, 64, (GLOBAL_BATCH, 8), generator=torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        model(input_ids=ids[rank * per_rank : (rank + 1) * per_rank]).last_hidden_state.pow(
+            2
+        ).mean().backward()
+        opt.step()
+
+
+def _pca_worker(rank: int, world: int, store: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        inner = _pca_model()  # the wrapper exists before the allocation changes anything
+        _pca_train(nn.parallel.DistributedDataParallel(inner), inner, rank, world)
+        torch.save(inner.state_dict(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_pca_ggm_under_two_process_ddp_equals_one_process(tmp_path: Path) -> None:
+    out = tmp_path / "pca.pt"
+    mp.spawn(_pca_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True)
+    ranks = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
+    single = _pca_model()
+    _pca_train(single, single, rank=0, world=1)
+    assert bool(single.encoder.layer[0].attention.self.query.allocated)
+    assert single.encoder.layer[1].attention.self.value.component_mask.tolist() == [1, 1, 1, 1]
+    for name, value in single.state_dict().items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), name  # the processes agree exactly
+        torch.testing.assert_close(ranks[0][name], value, rtol=1e-4, atol=1e-6, msg=name)

@@ -65,10 +65,10 @@ def test_node_score_is_the_mean_of_ibar_times_ubar_over_a_and_b():
     torch.testing.assert_close(method.samples[0, :4], expected)
 
 
-def test_allocation_selects_exactly_k_nodes_and_freezes_the_rest():
+def test_allocation_selects_exactly_k_nodes_and_masks_the_rest():
     model, method = adapted_model()
     optimizer = train(model, 3)
-    assert method.selected
+    assert method.selected(model)
     kept = method.allocation["kept_nodes"]
     assert len(kept) == 12
     assert len({tuple(n) for n in kept}) == 12
@@ -79,37 +79,53 @@ def test_allocation_selects_exactly_k_nodes_and_freezes_the_rest():
         chosen = kept_by_module.get(name, set())
         components = sorted(c for c in chosen if c != "bias")
         assert layer.components == components
-        assert layer.A.shape == (32, len(components)) and layer.B.shape == (len(components), 32)
-        assert layer.base_layer.bias.requires_grad == ("bias" in chosen)
+        assert layer.component_mask.tolist() == [float(c in components) for c in range(4)]
+        assert layer.bias_trains == ("bias" in chosen)
+        assert layer.A.shape == (32, 4) and layer.B.shape == (4, 32)  # never reshaped
         assert not layer.base_layer.weight.requires_grad
+    expected = sum(
+        (64 if isinstance(slot, int) else 32) for _, slot in kept
+    )  # d_in + d_out = 64 per component, d_out = 32 per bias node
+    assert method.num_trainable_parameters(model) == expected
+    assert method.count_trained_entries(model) == expected
     in_optimizer = [p for g in optimizer.param_groups for p in g["params"]]
-    assert sum(p.numel() for p in in_optimizer) == method.num_trainable_parameters(model)
-    trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    assert {id(p) for p in in_optimizer} == trainable
-    assert set(optimizer.state) <= set(in_optimizer)  # no state for frozen nodes
+    assert {id(p) for p in in_optimizer} == {id(p) for p in model.parameters() if p.requires_grad}
 
 
-def test_training_after_allocation_changes_only_kept_nodes():
-    model, _ = adapted_model()
-    optimizer = train(model, 3)
-    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    train(model, 2, optimizer)
-    now = dict(model.named_parameters())
-    assert all(torch.equal(now[n], v) for n, v in frozen.items())
-    assert any(not torch.equal(now[n], v) for n, v in before.items())
-
-
-def test_optimizer_state_is_sliced_to_the_kept_components():
+def test_parameters_keep_identity_and_shape_through_the_allocation():
+    """Nothing a DDP wrapper or an optimizer holds is replaced or reshaped."""
     model, method = adapted_model()
-    optimizer = train(model, 2)
-    layer = next(iter(method.layers(model).values()))
-    moments_before = optimizer.state[layer.A]["exp_avg"].clone()
-    train(model, 1, optimizer)  # the allocation runs after this step
-    if layer.rank:
-        moments = optimizer.state[layer.A]["exp_avg"]
-        assert moments.shape == layer.A.shape
-        assert moments_before.shape == (32, 4)
+    before = {n: (id(p), tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()}
+    optimizer = GraphOptimizer.for_model(model, lr=1e-2)
+    held = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    train(model, 5, optimizer)  # the allocation runs after step 3
+    assert method.selected(model)
+    after = {n: (id(p), tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()}
+    assert after == before
+    assert [id(p) for g in optimizer.param_groups for p in g["params"]] == held
+
+
+def test_frozen_nodes_get_no_gradient_no_update_and_no_weight_decay():
+    model, method = adapted_model()
+    optimizer = GraphOptimizer.for_model(model, lr=1e-2, weight_decay=0.5)
+    train(model, 3, optimizer)
+    layers = method.layers(model)
+    frozen = {
+        name: (layer.A.detach().clone(), layer.B.detach().clone(), layer.component_mask.clone())
+        for name, layer in layers.items()
+    }
+    biases = {n: layer.base_layer.bias.detach().clone() for n, layer in layers.items()}
+    train(model, 3, optimizer)
+    changed_kept = False
+    for name, layer in layers.items():
+        a, b, mask = frozen[name]
+        off = mask == 0
+        assert torch.equal(layer.A[:, off], a[:, off]) and torch.equal(layer.B[off], b[off])
+        assert not layer.A.grad[:, off].any() and not layer.B.grad[off].any()
+        changed_kept |= not torch.equal(layer.A[:, ~off], a[:, ~off])
+        if not layer.bias_trains:
+            assert torch.equal(layer.base_layer.bias, biases[name])
+    assert changed_kept
 
 
 def test_never_selects_a_node_whose_group_norm_is_zero():
@@ -218,8 +234,30 @@ def test_adapter_saved_during_warmup_resumes_collection(tmp_path):
     fresh = tiny_bert()
     graphopt.load_adapter(fresh, tmp_path)
     loaded = graphopt.methods_of(fresh)[0]
-    assert not loaded.selected and loaded.step == 2
+    assert not loaded.selected(fresh) and loaded.step == 2
     assert all(layer.rank == 4 for layer in loaded.layers(fresh).values())
+
+
+def test_model_and_optimizer_state_dicts_resume_bit_identically_after_the_allocation(tmp_path):
+    """The docs' recipe -- torch.save(model.state_dict(), optimizer.state_dict()) --
+    resumes a run after pca_ggm's allocation exactly where it was."""
+    model, _ = adapted_model()
+    optimizer = train(model, 4)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    torch.save({**state, "rng": torch.get_rng_state()}, tmp_path / "ckpt.pt")  # dropout draws
+    train(model, 3, optimizer)
+    fresh, method = adapted_model()
+    checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    fresh.load_state_dict(checkpoint["model"])
+    resumed = GraphOptimizer.for_model(fresh, lr=1e-2)
+    resumed.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["rng"])
+    assert method.selected(fresh)
+    train(fresh, 3, resumed)
+    for (name, want), got in zip(
+        model.state_dict().items(), fresh.state_dict().values(), strict=True
+    ):
+        assert torch.equal(want, got), name
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""``GraphOptimizer``: any torch optimizer plus gradient transforms, regularizers and callbacks.
+"""``GraphOptimizer``: any torch optimizer plus transforms, regularizers and callbacks.
 
 One step (under ``torch.no_grad()``, on the parameters' device, with no host
 synchronisation of its own)::
@@ -6,7 +6,9 @@ synchronisation of its own)::
     loss = closure()                         # if given, with grad enabled
     for T in transforms:  g_p <- T(g_p)      # in order, for T's parameters
     for R in regularizers: g_p <- g_p + dR/dp
+    p_old = p                                # only parameters of update transforms
     base.step()                              # AdamW by default
+    for U in update_transforms: d_p <- U(d_p), d_p = p - p_old;  then p = p_old + d_p
     for C in callbacks: C.after_step(self)
 
 The wrapper shares the base optimizer's ``param_groups``, ``state`` and
@@ -21,15 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from graphopt.optim.protocols import GradientTransform, Regularizer, StepCallback
+from graphopt.optim.protocols import GradientTransform, Regularizer, StepCallback, UpdateTransform
 
 if TYPE_CHECKING:
     from torch import nn
 
-TRANSFORMS_KEY = "transforms"
-"""Param-group key with the per-group transform settings."""
-REGULARIZERS_KEY = "regularizers"
-"""Param-group key with the per-group regularizer settings."""
+GROUP_KEYS = ("transforms", "regularizers", "update_transforms")
+"""Param-group keys with the per-group settings of each kind (the kinds' own names)."""
 STATE_KEY = "graphopt"
 """Key of ``state_dict()`` holding the transforms', regularizers' and callbacks' state."""
 
@@ -37,7 +37,7 @@ State = dict[str, torch.Tensor]
 
 
 class GraphOptimizer(torch.optim.Optimizer):
-    """A ``torch.optim.Optimizer`` running transforms and regularizers before a base optimizer.
+    """A ``torch.optim.Optimizer`` running transforms and regularizers around a base optimizer.
 
     Args:
         params: parameters or param groups, as for any torch optimizer; ``None``
@@ -47,12 +47,15 @@ class GraphOptimizer(torch.optim.Optimizer):
         transforms: :class:`GradientTransform` objects, applied in this order.
         regularizers: :class:`Regularizer` objects; their gradients are added
             after the transforms (so they are not filtered).
-        callbacks: :class:`StepCallback` objects, run after the base step.
+        update_transforms: :class:`UpdateTransform` objects, applied in this order
+            to the base step's update ``p_new - p_old``.
+        callbacks: :class:`StepCallback` objects, run after the base step and
+            the update transforms.
         **base_kwargs: keyword arguments of ``base`` (``lr``, ``weight_decay``, ...).
 
     Per-group settings: a param group may carry ``"transforms"`` (and likewise
-    ``"regularizers"``): ``True``/absent = all apply to this group's parameters,
-    ``False`` = none, a collection of names = only those, or a mapping
+    ``"regularizers"``, ``"update_transforms"``): ``True``/absent = all apply to this
+    group's parameters, ``False`` = none, a collection of names = only those, or a mapping
     ``name -> False | True | dict`` where a dict is passed as keyword options to
     ``transform(...)`` / ``grad(...)`` (e.g. ``{"spectral_filter": {"high_gain": 1.0}}``).
 
@@ -67,18 +70,20 @@ class GraphOptimizer(torch.optim.Optimizer):
         transforms: Sequence[GradientTransform] = (),
         regularizers: Sequence[Regularizer] = (),
         callbacks: Sequence[StepCallback] = (),
+        update_transforms: Sequence[UpdateTransform] = (),
         **base_kwargs: Any,
     ) -> None:
         self._base = _build_base(params, base, base_kwargs)
         self.transforms = _checked(transforms, GradientTransform, "transforms")
         self.regularizers = _checked(regularizers, Regularizer, "regularizers")
+        self.update_transforms = _checked(update_transforms, UpdateTransform, "update_transforms")
         self.callbacks = _checked(callbacks, StepCallback, "callbacks")
         # torch.optim.Optimizer's own restore path installs the hook tables and the
         # profiled step without building param groups, which the base owns.
         super().__setstate__({})
         self._param_state: dict[str, list[dict[torch.Tensor, State]]] = {
-            "transforms": [self._init_states(t, "transforms") for t in self.transforms],
-            "regularizers": [self._init_states(r, "regularizers") for r in self.regularizers],
+            kind: [self._init_states(obj, kind) for obj in objects]
+            for kind, objects in self._kinds()
         }
 
     # -- sharing the base's objects ------------------------------------------------------
@@ -124,40 +129,65 @@ class GraphOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """Transforms, regularizer gradients, base step, callbacks; returns the closure's loss."""
+        """Transforms, regularizer gradients, base step, update transforms, callbacks;
+        returns the closure's loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self.transforms or self.regularizers:
-            groups = {p: g for g in self.param_groups for p in g["params"]}
-            for transform, states in zip(
-                self.transforms, self._param_state["transforms"], strict=True
-            ):
-                for param, state in states.items():
-                    options = _options(groups, param, TRANSFORMS_KEY, transform.name)
-                    if options is None or param.grad is None:
-                        continue
-                    new = transform.transform(param.grad, param, state, **options)
-                    if new is not param.grad:
-                        param.grad.copy_(new)
-            for regularizer, states in zip(
-                self.regularizers, self._param_state["regularizers"], strict=True
-            ):
-                for param, state in states.items():
-                    options = _options(groups, param, REGULARIZERS_KEY, regularizer.name)
-                    if options is None or param.grad is None:
-                        continue
+        groups = (
+            {p: g for g in self.param_groups for p in g["params"]}
+            if self.transforms or self.regularizers or self.update_transforms
+            else {}
+        )
+        for transform, states in self._active("transforms", groups):
+            for param, state, options in states:
+                if param.grad is None:
+                    continue
+                new = transform.transform(param.grad, param, state, **options)
+                if new is not param.grad:
+                    param.grad.copy_(new)
+        for regularizer, states in self._active("regularizers", groups):
+            for param, state, options in states:
+                if param.grad is not None:
                     param.grad.add_(regularizer.grad(param, state, **options))
+        updated = self._active("update_transforms", groups)
+        before = {param: param.detach().clone() for _, states in updated for param, _, _ in states}
         self._base.step()
+        if updated:
+            updates = {param: param - old for param, old in before.items()}
+            for transform, states in updated:
+                for param, state, options in states:
+                    updates[param] = transform.transform_update(
+                        updates[param], param, state, **options
+                    )
+            for param, old in before.items():
+                param.copy_(old.add_(updates[param]))
         for callback in self.callbacks:
             callback.after_step(self)
         return loss
 
+    def _active(
+        self, kind: str, groups: Mapping[torch.Tensor, dict[str, Any]]
+    ) -> list[tuple[Any, list[tuple[torch.Tensor, State, dict[str, Any]]]]]:
+        """(object, [(param, state, options)]) of ``kind`` for the parameters it is on for
+        (a kind's name is also its param-group key)."""
+        active: list[tuple[Any, list[tuple[torch.Tensor, State, dict[str, Any]]]]] = []
+        for obj, states in zip(dict(self._kinds())[kind], self._param_state[kind], strict=True):
+            chosen = []
+            for param, state in states.items():
+                options = _options(groups, param, kind, obj.name)
+                if options is not None:
+                    chosen.append((param, state, options))
+            if chosen:
+                active.append((obj, chosen))
+        return active
+
     def transform_state(
-        self, transform: GradientTransform | Regularizer
+        self, transform: GradientTransform | Regularizer | UpdateTransform
     ) -> dict[torch.Tensor, State]:
-        """The per-parameter state of one of this optimizer's transforms or regularizers."""
+        """The per-parameter state of one of this optimizer's transforms or regularizers
+        (for an object in two lists, its first)."""
         for kind, objects in self._kinds():
             for obj, states in zip(objects, self._param_state[kind], strict=True):
                 if obj is transform:
@@ -197,11 +227,8 @@ class GraphOptimizer(torch.optim.Optimizer):
             raise ValueError(
                 f"state_dict has no {STATE_KEY!r} entry; it was not saved by a GraphOptimizer"
             )
-        for kind, objects in (
-            ("transforms", self.transforms),
-            ("regularizers", self.regularizers),
-            ("callbacks", self.callbacks),
-        ):
+        extra = {"update_transforms": [], **extra}  # saved before update transforms existed
+        for kind, objects in (*self._kinds(), ("callbacks", self.callbacks)):
             names = [getattr(o, "name", type(o).__name__) for o in objects]
             if len(extra[kind]) != len(objects):
                 raise ValueError(
@@ -235,6 +262,7 @@ class GraphOptimizer(torch.optim.Optimizer):
         regularizers: Sequence[Regularizer] = (),
         callbacks: Sequence[StepCallback] = (),
         params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]] | None = None,
+        update_transforms: Sequence[UpdateTransform] = (),
         **base_kwargs: Any,
     ) -> GraphOptimizer:
         """An optimizer for ``model`` and every graphopt method applied to it.
@@ -242,9 +270,9 @@ class GraphOptimizer(torch.optim.Optimizer):
         Trainable parameters are ``params`` when given (parameters or param groups,
         e.g. to give a classifier head its own learning rate), else the union of
         the methods' ``trainable_parameters`` (all ``requires_grad`` parameters
-        when no method is applied); the methods' transforms, regularizers and
-        callbacks come first, in the order the methods were applied, followed by
-        the ones passed here.
+        when no method is applied); the methods' transforms, regularizers, update
+        transforms and callbacks come first, in the order the methods were
+        applied, followed by the ones passed here.
         """
         from graphopt.methods import methods_of
 
@@ -266,6 +294,8 @@ class GraphOptimizer(torch.optim.Optimizer):
             base=base,
             transforms=[t for m in methods for t in m.transforms(model)] + list(transforms),
             regularizers=[r for m in methods for r in m.regularizers(model)] + list(regularizers),
+            update_transforms=[u for m in methods for u in m.update_transforms(model)]
+            + list(update_transforms),
             callbacks=[c for m in methods for c in m.callbacks(model)] + list(callbacks),
             **base_kwargs,
         )
@@ -273,15 +303,19 @@ class GraphOptimizer(torch.optim.Optimizer):
     # -- helpers ---------------------------------------------------------------------------
 
     def _kinds(self) -> tuple[tuple[str, list[Any]], ...]:
-        """(state key, objects) for the transforms and the regularizers."""
-        return (("transforms", self.transforms), ("regularizers", self.regularizers))
+        """(state key, objects) of the kinds with per-parameter state."""
+        return (
+            ("transforms", self.transforms),
+            ("regularizers", self.regularizers),
+            ("update_transforms", self.update_transforms),
+        )
 
     def _param_index(self) -> dict[torch.Tensor, int]:
         params = (p for g in self.param_groups for p in g["params"])
         return {p: i for i, p in enumerate(params)}
 
     def _init_states(
-        self, obj: GradientTransform | Regularizer, kind: str
+        self, obj: GradientTransform | Regularizer | UpdateTransform, kind: str
     ) -> dict[torch.Tensor, State]:
         known = self._param_index()
         states: dict[torch.Tensor, State] = {}
@@ -295,7 +329,7 @@ class GraphOptimizer(torch.optim.Optimizer):
         return states
 
     def __repr__(self) -> str:
-        names = [t.name for t in self.transforms] + [r.name for r in self.regularizers]
+        names = [obj.name for _, objects in self._kinds() for obj in objects]
         return f"GraphOptimizer(base={type(self._base).__name__}, transforms={names})"
 
 

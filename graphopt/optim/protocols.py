@@ -1,12 +1,16 @@
 """What a :class:`~graphopt.optim.GraphOptimizer` runs around the base step.
 
-Three small protocols, checked structurally (any object with these members
+Four small protocols, checked structurally (any object with these members
 works; nothing needs to inherit from them):
 
 * :class:`GradientTransform` rewrites the gradient of each parameter it selects
   before the base step (e.g. the spectral low-pass filter);
 * :class:`Regularizer` adds the gradient of a penalty on the parameters it
   selects (e.g. the Dirichlet energy of the update);
+* :class:`UpdateTransform` rewrites the base optimizer's update
+  ``p_new - p_old`` of each parameter it selects, after the base step (e.g. the
+  spectral filter applied where Adam's per-coordinate scaling cannot undo it,
+  or a mask that keeps frozen entries exactly where they were);
 * :class:`StepCallback` runs after the base step (e.g. refreshing a basis).
 
 Per-parameter state is a ``dict[str, Tensor]`` created by ``init_state`` and
@@ -90,6 +94,41 @@ class Regularizer(Protocol):
 
     def value(self, param: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """R(param) as a 0-d tensor (for logging)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class UpdateTransform(Protocol):
+    """Rewrites the base optimizer's update of each selected parameter, in order.
+
+    After the base step the optimizer computes ``update = p_new - p_old`` for
+    every parameter an update transform selects, passes it through the update
+    transforms in order and sets ``p = p_old + update``. Same rules as
+    :class:`GradientTransform`: ``torch.no_grad()``, the parameter's device, no
+    host synchronisation; ``options`` are the per-group settings (param-group
+    key ``"update_transforms"``). The optimizer keeps one copy of each selected
+    parameter during a step (the memory of those parameters once more).
+    """
+
+    name: str
+    params: Sequence[torch.Tensor]
+
+    def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-parameter state, created once when the optimizer is built."""
+        ...
+
+    def transform_update(
+        self,
+        update: torch.Tensor,
+        param: torch.Tensor,
+        state: dict[str, torch.Tensor],
+        **options: Any,
+    ) -> torch.Tensor:
+        """The new update (may be ``update`` itself, modified in place)."""
         ...
 
     def state_dict(self) -> dict[str, Any]: ...
