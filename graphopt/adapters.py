@@ -267,12 +267,15 @@ def attach(
     model: nn.Module, method: Method, targets: dict[str, nn.Module], extra: list[str]
 ) -> None:
     """Run ``method.apply``, push it on the model's stack and re-freeze the model."""
+    from graphopt.optim.guard import watch
+
     method.adapted_modules = list(targets)
     method.apply(model, targets)
     # plain attributes (object.__setattr__), never registered as submodules
     object.__setattr__(model, METHODS_ATTR, [*methods_of(model), method])
     _add_extra(model, extra)
     freeze_untrained(model)
+    watch(model, method)  # a plain torch optimizer over its parameters will warn
 
 
 def _add_extra(model: nn.Module, names: list[str]) -> None:

@@ -104,7 +104,7 @@ def load_table(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {str(path)!r} does not exist")
-    rows = _read_rows(path)
+    rows = read_rows(path)
     if not rows:
         raise ValueError(f"data file {str(path)!r} has no rows")
     texts, raw_labels = [], []
@@ -132,7 +132,10 @@ def load_table(
     return TextDataset(tuple(texts), tuple(index[x] for x in raw_labels), names)
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a CSV (header row) or JSONL file, as dicts; errors name the file and line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     with path.open(encoding="utf-8") as handle:
         if suffix == ".csv":

@@ -40,6 +40,74 @@ def write_tiny_bert(
     return folder
 
 
+def word_tokenizer(folder: Path):
+    """A word-level fast tokenizer over ``WORDS`` with pad/unk/bos/eos, saved in ``folder``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", "<s>", "</s>", *WORDS])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def write_tiny_causal_lm(folder: Path, family: str = "llama", *, dropout: float = 0.0) -> Path:
+    """A randomly initialised (seed 0) tiny causal LM of ``family`` ("llama", "gpt2",
+    "qwen2") with a word-level tokenizer, saved with save_pretrained."""
+    import transformers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = word_tokenizer(folder)
+    vocab = len(tokenizer)
+    common = {"vocab_size": vocab, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
+    if family == "gpt2":
+        config = transformers.GPT2Config(
+            n_embd=16, n_layer=2, n_head=2, n_positions=64, resid_pdrop=dropout,
+            embd_pdrop=dropout, attn_pdrop=dropout, **common,
+        )  # fmt: skip
+        cls = transformers.GPT2LMHeadModel
+    else:
+        config_cls, cls = {
+            "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+            "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+        }[family]
+        config = config_cls(
+            hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, max_position_embeddings=64, attention_dropout=dropout,
+            **common,
+        )  # fmt: skip
+    torch.manual_seed(0)
+    cls(config).save_pretrained(folder)
+    return folder
+
+
+def write_lm_jsonl(path: Path, kind: str = "text", rows: int = 30, seed: int = 0) -> Path:
+    """Causal-LM records over the topic words: ``text`` rows or ``prompt``/``completion``."""
+    import json
+
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as handle:
+        for _ in range(rows):
+            words = rng.choice(list(TOPICS.values()))
+            if kind == "text":
+                record = {"text": " ".join(rng.choices(words, k=12))}
+            else:
+                record = {
+                    "prompt": " ".join(rng.choices(words, k=4)),
+                    "completion": " ".join(rng.choices(words, k=4)),
+                }
+            handle.write(json.dumps(record) + "\n")
+    return path
+
+
 def tiny_bert() -> torch.nn.Module:
     """A randomly initialised (seed 0) 2-layer BERT encoder with hidden size 32."""
     from transformers import BertConfig, BertModel
@@ -76,3 +144,18 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def topic_csv(tmp_path_factory) -> Path:
     return write_topic_csv(tmp_path_factory.mktemp("data") / "topics.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    return write_tiny_causal_lm(tmp_path_factory.mktemp("tiny_llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def lm_text_jsonl(tmp_path_factory) -> Path:
+    return write_lm_jsonl(tmp_path_factory.mktemp("lm") / "text.jsonl", "text")
+
+
+@pytest.fixture(scope="session")
+def lm_prompt_jsonl(tmp_path_factory) -> Path:
+    return write_lm_jsonl(tmp_path_factory.mktemp("lm") / "prompt.jsonl", "prompt")

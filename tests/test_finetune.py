@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_tiny_bert
 from safetensors.torch import load_file
 
 import graphopt
@@ -79,6 +72,15 @@ def test_method_spec_parses_names_options_and_mappings():
         ({"nonsense": 1}, r"unknown config option\(s\) \['nonsense'\]"),
         ({"methods": ["full", "lora"]}, "cannot be combined"),
         ({"dev_file": "x.csv"}, "need a train_file"),
+        ({"lr": float("inf")}, "lr must be a finite number"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"head_lr": 1e400}, "head_lr must be a finite number"),
+        ({"max_grad_norm": -1.0}, "max_grad_norm must be >= 0"),
+        ({"bf16": True, "fp16": True}, "exclude each other"),
+        ({"task": "translation"}, "task must be one of"),
+        ({"task": "causal-lm"}, "needs a train_file"),
+        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps must be a positive"),
+        ({"report_to": [1]}, "report_to must be a list of names"),
     ],
 )
 def test_bad_config_values_are_named(values, message):
@@ -98,7 +100,10 @@ def test_config_file_is_read_and_flags_win(tmp_path, tiny_bert_dir, topic_csv, c
     assert code == 0
     saved = json.loads((output / "run_config.json").read_text())
     assert saved["max_steps"] == 2 and saved["batch_size"] == 4
-    assert "test accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed
+    for name in ("adapter", "checkpoints", "metrics", "results"):  # where everything went
+        assert f"{name}:" in printed
 
 
 def test_training_writes_metrics_checkpoints_adapter_and_results(
@@ -106,23 +111,50 @@ def test_training_writes_metrics_checkpoints_adapter_and_results(
 ):
     methods = ["lora:r=2", "spectral:k=2"]  # spectral acts on lora_B, and plots its spectrum
     config = tiny_config(
-        tiny_bert_dir, topic_csv, tmp_path / "run", max_steps=12, plot=True, methods=methods
-    )
+        tiny_bert_dir, topic_csv, tmp_path / "run", max_steps=12, plot=True, methods=methods,
+        eval_every=6,
+    )  # fmt: skip
     results = finetune(config, progress=False)
     output = Path(config.output_dir)
-    steps = [json.loads(x) for x in (output / "metrics.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in steps if "loss" in s] == list(range(1, 13))
-    assert sorted(p.name for p in (output / "checkpoints").glob("step-*")) == [
-        "step-000010",
-        "step-000012",
+    records = [json.loads(x) for x in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
+    # eval_every=6 on dev, then the final dev and test evaluations
+    assert [(r["step"], r["split"]) for r in records if "eval" in r] == [
+        (6, "dev"), (12, "dev"), (12, "dev"), (12, "test"),
+    ]  # fmt: skip
+    assert records[-1]["eval"]["accuracy"] == results["test"]["accuracy"]
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == [
+        "checkpoint-10",
+        "checkpoint-12",
     ]
+    checkpoint = output / "checkpoints" / "checkpoint-12"  # adapter-only, nothing pickled
+    assert (checkpoint / "adapter_model.safetensors").is_file()
+    assert not (checkpoint / "model.safetensors").exists()
+    assert not (checkpoint / "training_args.bin").exists()
     assert json.loads((output / "results.json").read_text()) == results
     assert 0.0 <= results["test"]["accuracy"] <= 1.0
     assert results["trainable_parameters"] < results["total_parameters"]
+    assert results["outputs"]["adapter"] == str(output / "adapter")
     for plot in ("loss.png", "spectral_spectrum.png"):
         assert (output / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
     # Scoring the saved adapter again reproduces the reported test metrics.
-    assert evaluate_saved(output, device="cpu") == pytest.approx(results["test"])
+    assert evaluate_saved(output, device="cpu", progress=False) == pytest.approx(results["test"])
+
+
+def test_every_run_gets_its_own_folder_by_default(tmp_path, tiny_bert_dir, topic_csv, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(tiny_bert_dir, topic_csv, tmp_path, max_steps=1, methods=["lora:r=2"])
+    config.output_dir = None
+    finetune(config, progress=False)
+    first = config.output_dir
+    assert first.startswith(str(Path("runs") / "lora-"))
+    again = tiny_config(tiny_bert_dir, topic_csv, tmp_path, max_steps=1, methods=["lora:r=2"])
+    again.output_dir = None
+    import time
+
+    time.sleep(1.1)  # the folder name has a one-second timestamp
+    finetune(again, progress=False)  # no --overwrite needed: a new folder
+    assert again.output_dir != first and (Path(again.output_dir) / "results.json").is_file()
 
 
 def test_output_dir_with_another_run_is_refused_and_left_untouched(
@@ -131,7 +163,7 @@ def test_output_dir_with_another_run_is_refused_and_left_untouched(
     config = tiny_config(tiny_bert_dir, topic_csv, tmp_path / "run", max_steps=2)
     finetune(config, progress=False)
     before = {p: p.read_bytes() for p in Path(config.output_dir).rglob("*") if p.is_file()}
-    with pytest.raises(ValueError, match="already holds a run; pass --resume"):
+    with pytest.raises(ValueError, match=r"already holds a run .*; pass --resume"):
         finetune(config, progress=False)
     after = {p: p.read_bytes() for p in Path(config.output_dir).rglob("*") if p.is_file()}
     assert after == before
@@ -152,106 +184,76 @@ def test_model_path_that_is_not_a_transformers_model(tmp_path, topic_csv):
         finetune(config, progress=False)
 
 
-def test_method_that_does_not_fit_the_model(tmp_path, tiny_bert_dir, topic_csv):
+def test_method_that_does_not_fit_the_model_writes_nothing(tmp_path, tiny_bert_dir, topic_csv):
     config = tiny_config(
         tiny_bert_dir, topic_csv, tmp_path / "run", target_modules="no_such_module"
     )
     with pytest.raises(ValueError, match="target_modules"):
         finetune(config, progress=False)
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()
 
 
-def run_cli(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "graphopt.cli", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_checkpoint(output: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    pointer = output / "checkpoints" / "latest.json"
-    deadline = time.monotonic() + timeout
-    while not pointer.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
-
-
-@pytest.mark.parametrize("kill_signal", [signal.SIGKILL, signal.SIGINT])
-def test_killed_and_resumed_run_ends_with_the_uninterrupted_weights(
-    tmp_path, tiny_bert_dir, topic_csv, kill_signal
+def test_unknown_method_or_option_fails_before_data_and_model_load(
+    tmp_path, tiny_bert_dir, topic_csv, monkeypatch
 ):
-    steps = 60
-    reference = tiny_config(tiny_bert_dir, topic_csv, tmp_path / "ref", max_steps=steps)
-    interrupted = tiny_config(tiny_bert_dir, topic_csv, tmp_path / "cut", max_steps=steps)
-    finished = run_cli(cli_args(reference))
-    assert finished.wait() == 0, finished.communicate()
+    import graphopt.finetune.run as job
 
-    process = run_cli(cli_args(interrupted))
-    wait_for_checkpoint(Path(interrupted.output_dir), process)
-    process.send_signal(kill_signal)
-    code = process.wait()
-    _, stderr = process.communicate()
-    output = Path(interrupted.output_dir)
-    assert not (output / "results.json").exists(), "the run finished before it was killed"
-    if kill_signal == signal.SIGINT:  # Ctrl-C: a checkpoint of the current step, then exit 130
-        assert code == 130 and "continue with --resume" in stderr
-    step = json.loads((output / "checkpoints" / "latest.json").read_text())["step"]
-    assert 0 < step < steps
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the method name was checked")
 
-    resumed = run_cli([*cli_args(interrupted), "--resume"])
-    assert resumed.wait() == 0, resumed.communicate()
-    got, want = adapter_tensors(output), adapter_tensors(Path(reference.output_dir))
-    assert got.keys() == want.keys()
-    for name in want:
-        assert (got[name] == want[name]).all(), name
+    monkeypatch.setattr(job, "prepare", must_not_load)
+    for methods, message in (
+        (["nosuch"], "unknown method 'nosuch'"),
+        (["lora:rank=4"], r"unknown option\(s\) \['rank'\] for method 'lora'"),
+    ):
+        config = tiny_config(tiny_bert_dir, topic_csv, tmp_path / "run", methods=methods)
+        with pytest.raises(ValueError, match=message):
+            finetune(config, progress=False)
 
 
-def test_resume_after_the_pca_ggm_allocation_reproduces_the_uninterrupted_run(
-    tmp_path, tiny_bert_dir, topic_csv
-):
-    """Resuming from a checkpoint made after pca_ggm shrank its factors continues
-    exactly: same selection, same weights."""
-    methods = ["pca_ggm:r=3,warmup_steps=3,n_important=4,top_k=10"]
-    config = tiny_config(
-        tiny_bert_dir, topic_csv, tmp_path / "run", max_steps=8, methods=methods, plot=True
-    )
-    finetune(config, progress=False)
-    output = Path(config.output_dir)
-    assert (output / "plots" / "pca_ggm_allocation.png").read_bytes()[:4] == b"\x89PNG"
-    want = adapter_tensors(output)
-    # Roll the run back to its step-6 checkpoint (the allocation happened at step 3).
-    pointer = output / "checkpoints" / "latest.json"
-    pointer.write_text(json.dumps({"checkpoint": "step-000006"}))
-    shutil.rmtree(output / "checkpoints" / "step-000008")
-    shutil.rmtree(output / "adapter")
-    (output / "results.json").unlink()
-    finetune(config, resume=True, progress=False)
-    got = adapter_tensors(output)
-    assert got.keys() == want.keys()
-    for name in want:
-        assert (got[name] == want[name]).all(), name
+def test_fp16_without_a_gpu_is_refused_before_any_work(tmp_path, tiny_bert_dir, topic_csv):
+    config = tiny_config(tiny_bert_dir, topic_csv, tmp_path / "run", fp16=True)
+    with pytest.raises(ValueError, match="--fp16 needs a CUDA GPU"):
+        finetune(config, progress=False)
+    assert not (tmp_path / "run").exists()
 
 
-def test_torchrun_two_processes_match_one_process_on_the_same_global_batch(tmp_path, topic_csv):
+def test_bf16_on_the_cpu_trains(tmp_path, tiny_bert_dir, topic_csv):
+    config = tiny_config(tiny_bert_dir, topic_csv, tmp_path / "run", max_steps=2, bf16=True)
+    results = finetune(config, progress=False)
+    assert results["steps"] == 2 and 0.0 <= results["test"]["accuracy"] <= 1.0
+
+
+def test_gradient_accumulation_equals_the_large_batch(tmp_path, topic_csv):
+    """2 micro-batches of 2 accumulate to the step one batch of 4 takes (no dropout)."""
+    from conftest import write_tiny_bert
+
     model_dir = write_tiny_bert(tmp_path / "bert", dropout=0.0)
-    one = tiny_config(model_dir, topic_csv, tmp_path / "one", max_steps=4, batch_size=4)
-    two = tiny_config(model_dir, topic_csv, tmp_path / "two", max_steps=4, batch_size=2)
-    method = "lora:r=2,dropout=0"
-    single = run_cli(cli_args(one, method))
-    assert single.wait() == 0, single.communicate()
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    command = [*launcher, "--standalone", "-m", "graphopt.cli", *cli_args(two, method)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    got, want = adapter_tensors(Path(two.output_dir)), adapter_tensors(Path(one.output_dir))
-    assert got.keys() == want.keys()
+    method = ["lora:r=2,dropout=0"]
+    big = tiny_config(
+        model_dir, topic_csv, tmp_path / "big", max_steps=3, batch_size=4, methods=method
+    )
+    small = tiny_config(
+        model_dir, topic_csv, tmp_path / "small", max_steps=3, batch_size=2,
+        gradient_accumulation_steps=2, methods=method,
+    )  # fmt: skip
+    finetune(big, progress=False)
+    finetune(small, progress=False)
+    got, want = adapter_tensors(tmp_path / "small"), adapter_tensors(tmp_path / "big")
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6)
+
+
+def test_finetune_help_shows_defaults_and_the_registered_methods(capsys):
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = capsys.readouterr().out
+    assert "`" not in text  # no raw markdown
+    assert "(default: 0.0005)" in text and "(default: 100)" in text and "(default: 16)" in text
+    assert "registered methods:" in text
+    for name in ("lora", "linchain", "pca_ggm", "spectral"):
+        assert name in text.split("registered methods:")[1]
+    assert "score a finished run" not in text.split("registered methods:")[0]
 
 
 def test_saved_merged_model_is_a_plain_transformers_model_with_the_adapted_outputs(
@@ -259,9 +261,7 @@ def test_saved_merged_model_is_a_plain_transformers_model_with_the_adapted_outpu
 ):
     from transformers import AutoModelForSequenceClassification
 
-    from graphopt.finetune.batches import encode
-    from graphopt.finetune.model import load_classifier
-    from graphopt.finetune.run import apply_methods, load_splits
+    from graphopt.finetune.run import prepare
 
     config = tiny_config(
         tiny_bert_dir, topic_csv, tmp_path / "run", max_steps=4, save_merged=True,
@@ -271,13 +271,11 @@ def test_saved_merged_model_is_a_plain_transformers_model_with_the_adapted_outpu
     output = Path(config.output_dir)
     merged = AutoModelForSequenceClassification.from_pretrained(output / "merged").eval()
     assert not any("lora" in name for name, _ in merged.named_parameters())
-    adapted, tokenizer = load_classifier(config.model, 3)
-    apply_methods(adapted, config)
-    graphopt.load_adapter(adapted, output / "adapter")
-    batch = encode(tokenizer, load_splits(config).test, config.max_length).batch(
-        list(range(4)), torch.device("cpu")
-    )
+    adapted = prepare(config)
+    graphopt.load_adapter(adapted.model, output / "adapter")
+    ids = torch.tensor([row["input_ids"][:8] for row in adapted.test[:4]])
     with torch.no_grad():
         torch.testing.assert_close(
-            merged(**batch).logits, adapted.eval()(**batch).logits, rtol=1e-5, atol=1e-5
-        )
+            merged(input_ids=ids).logits, adapted.model.eval()(input_ids=ids).logits,
+            rtol=1e-5, atol=1e-5,
+        )  # fmt: skip

@@ -4,7 +4,10 @@ overridden by command-line flags, validated before any work."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +17,10 @@ import yaml
 
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("linear", "cosine", "constant")
+OPTIMIZERS = ("adamw",)
+CLASSIFICATION = "classification"
+CAUSAL_LM = "causal-lm"
+TASKS = (CLASSIFICATION, CAUSAL_LM)
 FULL_FINETUNING = "full"
 """Method name meaning: no adapter, every parameter trains."""
 
@@ -54,14 +61,17 @@ class FinetuneConfig:
     """Everything a ``graphopt finetune`` run needs; defaults are the embedded demo."""
 
     model: str | None = None  # a local transformers model folder; None -> all-MiniLM-L6-v2
+    task: str | None = None  # "classification" | "causal-lm"; None -> from the model
     train_file: str | None = None  # CSV/JSONL; None -> the embedded BBC News corpus
     dev_file: str | None = None
     test_file: str | None = None
     text_column: str = "text"
-    label_column: str = "label"
+    label_column: str = "label"  # classification
+    prompt_column: str = "prompt"  # causal-lm records with a prompt and a completion
+    completion_column: str = "completion"
     few_shot: int | None = None  # examples per class drawn from the training split
     methods: list[MethodSpec] = field(default_factory=lambda: [MethodSpec("linchain", {"r": 8})])
-    target_modules: str | list[str] | None = None  # None -> the model family's attention + FFN
+    target_modules: str | list[str] | None = None  # None -> every linear layer but the head
     optimizer: str = "adamw"
     lr: float = 5e-4
     head_lr: float | None = 5e-3  # the fresh classification head; None -> same as lr
@@ -72,12 +82,21 @@ class FinetuneConfig:
     max_steps: int | None = 100  # overrides epochs when set
     batch_size: int = 16
     eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    max_grad_norm: float | None = 1.0  # None or 0: no clipping
+    bf16: bool = False
+    fp16: bool = False
     max_length: int = 128
     seed: int = 0
     device: str = "auto"
-    output_dir: str = "runs/demo"
+    threads: int | None = None  # torch intra-op threads; None -> graphopt's default
+    output_dir: str | None = None  # None -> runs/<methods>-<timestamp>
     checkpoint_every: int = 50
     log_every: int = 1
+    eval_every: int | None = None  # steps between dev evaluations during training
+    report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"]
+    generate_samples: int = 3  # causal-lm: prompts continued in results.json
     plot: bool = False
     save_merged: bool = False
 
@@ -115,39 +134,50 @@ class FinetuneConfig:
             raw = values["methods"]
             raw = [raw] if isinstance(raw, str | dict) else list(raw)
             values["methods"] = [MethodSpec.parse(v) for v in raw]
+        if isinstance(values.get("report_to"), str):
+            values["report_to"] = [values["report_to"]]
         config = cls(**values)
         config.validate()
         return config
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad option."""
+        """Raise ValueError naming the first bad option (types, ranges, finiteness)."""
         _choice("device", self.device, DEVICES)
         _choice("schedule", self.schedule, SCHEDULES)
-        for name in ("lr", "epochs"):
-            if not float(getattr(self, name)) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
-        if self.head_lr is not None and not self.head_lr > 0:
-            raise ValueError(f"head_lr must be > 0; got {self.head_lr}")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.task is not None:
+            _choice("task", self.task, TASKS)
+        _number("lr", self.lr, low=0.0, strict=True)
+        _number("epochs", self.epochs, low=0.0, strict=True)
+        _number("weight_decay", self.weight_decay, low=0.0)
+        _number("warmup_ratio", self.warmup_ratio, low=0.0, high=1.0)
+        if self.head_lr is not None:
+            _number("head_lr", self.head_lr, low=0.0, strict=True)
+        if self.max_grad_norm is not None:
+            _number("max_grad_norm", self.max_grad_norm, low=0.0)
         for name in (
             "batch_size",
             "eval_batch_size",
+            "gradient_accumulation_steps",
             "max_length",
             "checkpoint_every",
             "log_every",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        if self.max_steps is not None and (
-            not isinstance(self.max_steps, int) or self.max_steps < 1
+            _integer(name, getattr(self, name), 1)
+        for name in ("max_steps", "few_shot", "eval_every", "threads"):
+            if getattr(self, name) is not None:
+                _integer(name, getattr(self, name), 1)
+        _integer("generate_samples", self.generate_samples, 0)
+        _integer("seed", self.seed, 0)
+        for name in ("gradient_checkpointing", "bf16", "fp16", "plot", "save_merged"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
+        if self.bf16 and self.fp16:
+            raise ValueError("bf16 and fp16 exclude each other")
+        if not isinstance(self.report_to, list) or not all(
+            isinstance(r, str) for r in self.report_to
         ):
-            raise ValueError(f"max_steps must be a positive integer; got {self.max_steps!r}")
-        if self.few_shot is not None and (not isinstance(self.few_shot, int) or self.few_shot < 1):
-            raise ValueError(f"few_shot must be a positive integer; got {self.few_shot!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1); got {self.warmup_ratio}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}")
+            raise ValueError(f"report_to must be a list of names; got {self.report_to!r}")
         if not self.methods:
             raise ValueError(f"methods must name at least one method (or {FULL_FINETUNING!r})")
         names = [m.name for m in self.methods]
@@ -155,6 +185,13 @@ class FinetuneConfig:
             raise ValueError(f"method {FULL_FINETUNING!r} cannot be combined with {names}")
         if (self.dev_file or self.test_file) and not self.train_file:
             raise ValueError("dev_file/test_file need a train_file as well")
+        if self.task == CAUSAL_LM and self.train_file is None:
+            raise ValueError(
+                "task 'causal-lm' needs a train_file (JSONL with a 'text' field, or "
+                "'prompt'/'completion' fields); the embedded corpus is for classification"
+            )
+        if self.task == CAUSAL_LM and self.few_shot is not None:
+            raise ValueError("few_shot draws examples per class: it needs task 'classification'")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (what ``run_config.json`` stores)."""
@@ -163,6 +200,30 @@ class FinetuneConfig:
     @property
     def is_full_finetuning(self) -> bool:
         return [m.name for m in self.methods] == [FULL_FINETUNING]
+
+    def default_output_dir(self, now: datetime.datetime | None = None) -> str:
+        """``runs/<methods>-<YYYYmmdd-HHMMSS>``: every run its own folder by default."""
+        stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
+        label = "+".join(re.sub(r"[^a-z0-9_]+", "-", m.name) for m in self.methods)
+        return str(Path("runs") / f"{label}-{stamp}")
+
+
+def _number(
+    name: str, value: Any, *, low: float, high: float | None = None, strict: bool = False
+) -> None:
+    """A finite real number in [low, high) (or (low, ...) with ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    if value < low or (strict and value == low) or (high is not None and value >= high):
+        bound = f"> {low}" if strict else f">= {low}"
+        bound += f" and < {high}" if high is not None else ""
+        raise ValueError(f"{name} must be {bound}; got {value!r}")
+
+
+def _integer(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        kind = "positive integer" if low == 1 else f"integer >= {low}"
+        raise ValueError(f"{name} must be a {kind}; got {value!r}")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -1,42 +1,66 @@
-"""The fine-tuning job behind ``graphopt finetune``: data, model, methods,
-optimizer, a resumable training loop, evaluation and the run's outputs.
+"""The fine-tuning job behind ``graphopt finetune``: ``GraphoptTrainer`` plus callbacks.
 
-Outputs in ``output_dir``: ``run_config.json``, ``metrics.jsonl`` (one line per
-logged step and per evaluation), ``checkpoints/``, ``adapter/`` (the final
-adapter, or ``model.safetensors`` for full fine-tuning), ``results.json`` and,
-on request, ``merged/`` (a ``save_pretrained`` model) and ``plots/``.
+The training loop, checkpointing, resumption, mixed precision, gradient
+accumulation and clipping, DDP under ``torchrun``/``accelerate launch`` and
+progress bars are the Hugging Face Trainer's; a user's own Trainer script
+with ``graphopt.integrations.transformers.GraphoptTrainer`` runs the same
+code. This module adds what a run of the job needs around it: data and model
+for the task, the methods, the run folder (``rundir``: lock, refusal,
+overwrite, resume checks), the callbacks (``callbacks``: metrics.jsonl,
+divergence guard, SIGINT/SIGTERM checkpoints) and the final evaluation,
+adapter, results and plots.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import resource
-import shutil
-import signal
 import statistics
-import threading
-import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
 import graphopt
-from graphopt.data import Splits, TextDataset, few_shot, load_bbc_news, load_table, stratified_split
-from graphopt.finetune import checkpoint as ckpt
-from graphopt.finetune.batches import Encoded, batch_indices, encode, steps_per_epoch
-from graphopt.finetune.config import FinetuneConfig
-from graphopt.finetune.model import default_target_modules, head_modules, load_classifier
+from graphopt.finetune import rundir
+from graphopt.finetune.callbacks import (
+    TIMINGS,
+    DivergenceGuard,
+    MetricsLog,
+    QuietProgress,
+    StepTimer,
+    StopOnSignal,
+)
+from graphopt.finetune.config import CAUSAL_LM, FinetuneConfig
+from graphopt.finetune.model import default_target_modules, head_modules, load_model, model_task
+from graphopt.finetune.tasks import (
+    LmCollator,
+    classification_metrics,
+    classification_splits,
+    encode_classification,
+    encode_lm,
+    generate_samples,
+    lm_splits,
+    perplexity,
+    predicted_class,
+    sample_prompts,
+)
+from graphopt.integrations.transformers import (
+    GraphoptTrainer,
+    check_finite_trainables,
+    last_intact_checkpoint,
+)
 from graphopt.io import atomic_directory, atomic_write_json
 
-RESUME_NEUTRAL = {"plot", "save_merged", "checkpoint_every", "log_every", "device", "output_dir"}
-"""Options that may differ between a run and its resumption."""
+KEEP_CHECKPOINTS = 2
+"""Checkpoints kept in ``OUTPUT/checkpoints`` (the newest ones)."""
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
 
 class RunInterrupted(RuntimeError):
@@ -44,32 +68,18 @@ class RunInterrupted(RuntimeError):
 
 
 @dataclass
-class Distributed:
-    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+class Prepared:
+    """A run's model and data, built before anything is written."""
 
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls, device: torch.device) -> Distributed:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size == 1:
-            return cls()
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return cls(dist.get_rank(), world_size)
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
+    config: FinetuneConfig
+    task: str
+    model: nn.Module
+    tokenizer: Any
+    train: list[dict[str, Any]]
+    dev: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+    test_records: Any
+    label_names: tuple[str, ...] = ()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,79 +88,107 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but no CUDA device is available")
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(name)
 
 
-def load_splits(config: FinetuneConfig) -> Splits:
-    """The embedded BBC News corpus or the user's files, split and (optionally) few-shot."""
-    if config.train_file is None:
-        splits = stratified_split(load_bbc_news(), seed=0)
-    else:
-        columns = {"text_column": config.text_column, "label_column": config.label_column}
-        train = load_table(config.train_file, **columns)
-        if config.dev_file and config.test_file:
-            splits = Splits(
-                train,
-                load_table(config.dev_file, label_names=train.label_names, **columns),
-                load_table(config.test_file, label_names=train.label_names, **columns),
-            )
-        elif config.dev_file or config.test_file:
-            raise ValueError(
-                "give both dev_file and test_file, or neither (then train_file is split)"
-            )
-        else:
-            splits = stratified_split(train, seed=0)
-    if config.few_shot is not None:
-        splits = Splits(
-            few_shot(splits.train, config.few_shot, seed=config.seed), splits.dev, splits.test
+def check_precision(config: FinetuneConfig, device: torch.device) -> None:
+    """bf16/fp16 where the device can run them, or a clear error before any work."""
+    if config.fp16 and device.type != "cuda":
+        raise ValueError("--fp16 needs a CUDA GPU; on the CPU use --bf16 (or neither)")
+    if config.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"--bf16: the GPU {torch.cuda.get_device_name(device)} has no bfloat16 support; "
+            "use --fp16"
         )
-    for name in ("train", "dev", "test"):
-        if len(getattr(splits, name)) == 0:
-            raise ValueError(f"the {name} split is empty")
-    return splits
+
+
+def check_methods(config: FinetuneConfig) -> None:
+    """Every method name and option checked against the registry before data or model
+    load (a typo costs nothing)."""
+    from graphopt.adapters import method_class
+
+    if config.is_full_finetuning:
+        return
+    for spec in config.methods:
+        cls = method_class(spec.name)
+        fields = {f.name for f in dataclasses.fields(cls.config_class)}
+        unknown = sorted(set(spec.config) - fields - {"trainable_extra"})
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for method {spec.name!r}; valid: {sorted(fields)}"
+            )
+
+
+def prepare(config: FinetuneConfig) -> Prepared:
+    """Data, model and methods for ``config`` (nothing written anywhere)."""
+    task = model_task(config.model or _default_model(), config.task)
+    torch.manual_seed(config.seed)
+    if task == CAUSAL_LM:
+        train, dev, test = lm_splits(config)
+        model, tokenizer = load_model(config.model, task)
+        encode = lambda records: encode_lm(tokenizer, records, config.max_length)  # noqa: E731
+        labels: tuple[str, ...] = ()
+    else:
+        splits = classification_splits(config)
+        train, dev, test = splits.train, splits.dev, splits.test
+        model, tokenizer = load_model(config.model, task, len(train.label_names))
+        encode = lambda data: encode_classification(tokenizer, data, config.max_length)  # noqa: E731
+        labels = train.label_names
+    apply_methods(model, config)
+    encoded = [encode(part) for part in (train, dev, test)]
+    for name, part in zip(("train", "dev", "test"), encoded, strict=True):
+        if not part:
+            raise ValueError(f"the {name} split holds no example after tokenisation")
+    return Prepared(config, task, model, tokenizer, *encoded, test_records=test, label_names=labels)
 
 
 def apply_methods(model: nn.Module, config: FinetuneConfig) -> None:
     """Apply the configured methods in order; full fine-tuning trains everything.
 
     A method stacked on an adapter (e.g. ``lora`` then ``spectral``) targets, unless
-    its config names ``target_modules``, the adapter's output factor ``lora_B`` of
-    each adapted layer: the filter then acts on the factor whose rows are the
-    layer's output units, the nodes of the pretrained weight's graph.
+    its config names ``target_modules``, each adapted layer's ``output_factor`` (the
+    adapter tensor whose rows are the layer's output units, e.g. ``lora_B.weight``).
     """
     if config.is_full_finetuning:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
         return
     targets = config.target_modules or default_target_modules(model)
+    heads = head_modules(model)
     for spec in config.methods:
         options = dict(spec.config)
-        options.setdefault("target_modules", stacked_targets(model, targets))
-        options.setdefault("trainable_extra", head_modules(model))
+        options.setdefault("target_modules", stacked_targets(model, targets, options))
+        if heads:
+            options.setdefault("trainable_extra", heads)
         graphopt.apply(model, spec.name, **options)
 
 
-def stacked_targets(model: nn.Module, targets: str | list[str]) -> str | list[str]:
-    """``targets``, with each layer an earlier adapter wrapped replaced by its ``lora_B``."""
+def stacked_targets(
+    model: nn.Module, targets: str | list[str], options: dict[str, Any]
+) -> str | list[str]:
+    """``targets``, with each layer an earlier adapter wrapped replaced by the module that
+    holds its ``output_factor`` (``lora_B.weight``: the module ``<layer>.lora_B``, whose
+    ``weight`` a method stacked on it, e.g. spectral, then trains)."""
+    from graphopt.layers import AdaptedLinear
+
     if isinstance(targets, str):
         return targets
     modules = dict(model.named_modules())
-    return [
-        f"{name}.lora_B"
-        if not isinstance(modules.get(name), nn.Linear) and f"{name}.lora_B" in modules
-        else name
-        for name in targets
-    ]
+    stacked = []
+    for name in targets:
+        layer = modules.get(name)
+        factor = type(layer).output_factor if isinstance(layer, AdaptedLinear) else None
+        if factor is None:
+            stacked.append(name)
+            continue
+        holder, _, parameter = factor.rpartition(".")
+        stacked.append(f"{name}.{holder}" if holder else name)
+        options.setdefault("parameters", [parameter])
+    return stacked
 
 
-def build_optimizer(
-    model: nn.Module, config: FinetuneConfig, total_steps: int
-) -> tuple[torch.optim.Optimizer, Any]:
-    """The GraphOptimizer over the trainable parameters (head at ``head_lr``) and the schedule."""
-    from transformers import get_scheduler
-
+def build_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
+    """The GraphOptimizer over the trainable parameters, the head at ``head_lr``."""
     from graphopt.optim import GraphOptimizer
 
     head = head_modules(model)
@@ -161,94 +199,271 @@ def build_optimizer(
     groups = [{"params": body, "lr": config.lr}]
     if head_params:
         groups.append({"params": head_params, "lr": config.head_lr or config.lr})
-    optimizer = GraphOptimizer.for_model(
+    return GraphOptimizer.for_model(
         model, params=groups, base=torch.optim.AdamW, lr=config.lr, weight_decay=config.weight_decay
     )
-    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[
-        config.schedule
-    ]
-    scheduler = get_scheduler(
-        name,
-        optimizer,
-        num_warmup_steps=math.ceil(config.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
+
+
+def training_arguments(
+    config: FinetuneConfig, output: Path, device: torch.device, progress: bool
+) -> Any:
+    """The Trainer's arguments for ``config`` (checkpoints under ``OUTPUT/checkpoints``)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(rundir.checkpoints_dir(output)),
+        max_steps=config.max_steps or -1,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type=SCHEDULES[config.schedule],
+        warmup_steps=config.warmup_ratio,
+        max_grad_norm=config.max_grad_norm or 0.0,
+        bf16=config.bf16,
+        fp16=config.fp16,
+        activation_checkpointing=config.gradient_checkpointing,
+        logging_steps=config.log_every,
+        logging_nan_inf_filter=False,  # a diverged loss must be seen, not averaged away
+        save_strategy="steps",
+        save_steps=config.checkpoint_every,
+        save_total_limit=KEEP_CHECKPOINTS,
+        eval_strategy="steps" if config.eval_every else "no",
+        eval_steps=config.eval_every,
+        report_to=config.report_to or "none",
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=device.type == "cpu",
+        disable_tqdm=not progress,
+        remove_unused_columns=False,
+        prediction_loss_only=config.task == CAUSAL_LM,
+        log_level="warning",
     )
-    return optimizer, scheduler
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, data: Encoded, batch_size: int, device: torch.device
-) -> dict[str, float]:
-    """Accuracy, macro-F1 and mean loss over ``data`` (in its stored order)."""
-    was_training = model.training
-    model.eval()
-    predictions, total_loss = [], 0.0
-    for start in range(0, len(data), batch_size):
-        indices = list(range(start, min(start + batch_size, len(data))))
-        out = model(**data.batch(indices, device))
-        total_loss += float(out.loss) * len(indices)
-        predictions.append(out.logits.argmax(-1).cpu())
-    model.train(was_training)
-    predicted = torch.cat(predictions).numpy()
-    truth = data.labels.numpy()
-    return {
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "macro_f1": float(f1_score(truth, predicted, average="macro")),
-        "loss": total_loss / len(data),
-    }
+def finetune(
+    config: FinetuneConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Run the whole job; returns the final results (also in ``results.json``)."""
+    from transformers.utils import logging as hf_logging
 
-
-@contextmanager
-def stop_requests():
-    """Turn the first SIGINT/SIGTERM into a flag the loop checks between steps."""
-    flag = {"signal": None}
-
-    def handler(signum, frame):
-        flag["signal"] = signal.Signals(signum).name
-        signal.signal(signum, previous[signum])  # a second Ctrl-C stops at once
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def prepare_output_dir(config: FinetuneConfig, resume: bool, overwrite: bool) -> Path | None:
-    """Refuse to touch another run's outputs; return the checkpoint to resume from."""
+    if config.output_dir is None:
+        config.output_dir = config.default_output_dir()
     output = Path(config.output_dir)
-    previous = ckpt.latest_checkpoint(output)
-    has_run = previous is not None or (output / "results.json").exists()
-    if resume:
-        if previous is None:
-            return None
-        saved = ckpt.read_trainer_state(previous)["config"]
-        current = config.to_dict()
-        changed = sorted(
-            k for k in current if k not in RESUME_NEUTRAL and saved.get(k) != current[k]
-        )
-        if changed:
-            raise ValueError(
-                f"cannot resume {output}: its checkpoint was made with different {changed}; "
-                "use the same config or --overwrite"
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        rundir.check_output_dir(output, resume, overwrite)
+    device = resolve_device(config.device)
+    check_precision(config, device)
+    check_methods(config)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    if not progress:
+        hf_logging.disable_progress_bar()
+    prepared = prepare(config)
+    config.task = prepared.task
+    args = training_arguments(config, output, device, progress)  # joins torchrun's group
+    timer, stop = StepTimer(), StopOnSignal()
+    with ExitStack() as stack:
+        if args.process_index == 0:
+            stack.enter_context(rundir.run_lock(output))
+            _prepare_folder(output, config, resume, overwrite)
+        _barrier()  # the other processes wait for the folder
+        start = None
+        if resume:
+            start = last_intact_checkpoint(
+                rundir.checkpoints_dir(output),
+                prepared.model,
+                max_step=_total_steps(config, prepared, args),
             )
-        return previous
-    if has_run and not overwrite:
-        raise ValueError(
-            f"output_dir {str(output)!r} already holds a run; pass --resume to continue it "
-            "or --overwrite to replace it"
+            if start is None:
+                raise ValueError(
+                    f"{output} holds no intact checkpoint to resume; use --overwrite to start again"
+                )
+        trainer = _trainer(
+            prepared, args, [MetricsLog(output / "metrics.jsonl"), DivergenceGuard(), stop, timer]
         )
-    if has_run and overwrite:
-        for item in ("checkpoints", "adapter", "merged", "plots"):
-            shutil.rmtree(output / item, ignore_errors=True)
-        for item in ("results.json", "metrics.jsonl", "run_config.json", "model.safetensors"):
-            (output / item).unlink(missing_ok=True)
-    return None
+        trainer.train(resume_from_checkpoint=str(start) if start else None)
+        if stop.received:
+            raise RunInterrupted(
+                f"stopped by {stop.received} after step {trainer.state.global_step}; checkpoint "
+                f"saved in {rundir.checkpoints_dir(output)} — continue with --resume"
+            )
+        if not trainer.is_world_process_zero():
+            return {}
+        return finish(trainer, prepared, timer.seconds, device)
+
+
+def _prepare_folder(output: Path, config: FinetuneConfig, resume: bool, overwrite: bool) -> None:
+    """Under the lock: check again (another run may have started), clear or check for
+    resume, drop leftovers of interrupted writes, record the config."""
+    rundir.check_output_dir(output, resume, overwrite)
+    if overwrite:
+        rundir.clear_outputs(output)
+    rundir.remove_leftovers(output)
+    if resume:
+        rundir.check_resumable(output, config.to_dict())
+    else:
+        atomic_write_json(output / "run_config.json", config.to_dict())
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _total_steps(config: FinetuneConfig, prepared: Prepared, args: Any) -> int:
+    if config.max_steps:
+        return config.max_steps
+    per_step = config.batch_size * args.world_size * config.gradient_accumulation_steps
+    return max(1, math.ceil(config.epochs * max(1, len(prepared.train) // per_step)))
+
+
+def _trainer(prepared: Prepared, args: Any, callbacks: list[Any]) -> GraphoptTrainer:
+    from transformers import DataCollatorWithPadding, PrinterCallback, ProgressCallback
+
+    classification = prepared.task != CAUSAL_LM
+    collator = (
+        DataCollatorWithPadding(prepared.tokenizer)
+        if classification
+        else LmCollator(prepared.tokenizer.pad_token_id)
+    )
+    trainer = GraphoptTrainer(
+        model=prepared.model,
+        args=args,
+        train_dataset=prepared.train,
+        eval_dataset=prepared.dev,
+        data_collator=collator,
+        processing_class=prepared.tokenizer,
+        compute_metrics=classification_metrics if classification else None,
+        preprocess_logits_for_metrics=predicted_class if classification else None,
+        optimizers=(build_optimizer(prepared.model, prepared.config), None),
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # metrics.jsonl and the bar are the report
+    if any(isinstance(c, ProgressCallback) for c in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(QuietProgress())
+    return trainer
+
+
+def evaluation(
+    trainer: GraphoptTrainer, data: list[dict[str, Any]], split: str
+) -> dict[str, float]:
+    """The Trainer's evaluation of ``data`` as {accuracy, macro_f1, loss} or {loss, perplexity}."""
+    raw = trainer.evaluate(data, metric_key_prefix=split)
+    prefix = f"{split}_"
+    metrics = {
+        k[len(prefix) :]: float(v)
+        for k, v in raw.items()
+        if k.startswith(prefix) and not k.endswith(TIMINGS)
+    }
+    if "accuracy" not in metrics:
+        metrics["perplexity"] = perplexity(metrics["loss"])
+    return metrics
+
+
+def finish(
+    trainer: GraphoptTrainer, prepared: Prepared, step_seconds: list[float], device: torch.device
+) -> dict[str, Any]:
+    """Evaluate, save the final adapter (and merged model), write ``results.json``."""
+    config, model = prepared.config, prepared.model
+    output = Path(config.output_dir or ".")
+    steps = trainer.state.global_step
+    check_finite_trainables(model, steps)
+    metrics = {
+        split: evaluation(trainer, data, split)
+        for split, data in (("dev", prepared.dev), ("test", prepared.test))
+    }
+    save_model_state(model, output, config.is_full_finetuning)
+    results: dict[str, Any] = {
+        "task": prepared.task,
+        "methods": [m.name for m in config.methods],
+        "test": metrics["test"],
+        "dev": metrics["dev"],
+        "steps": steps,
+        "trainable_parameters": trainable_count(model, config),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "median_step_time_s": statistics.median(step_seconds) if step_seconds else None,
+        "peak_memory_mb": peak_memory_mb(device),
+        "device": str(device),
+        "seed": config.seed,
+        "train_examples": len(prepared.train),
+    }
+    if prepared.task == CAUSAL_LM and config.generate_samples:
+        prompts = sample_prompts(
+            prepared.test_records, config.generate_samples, prepared.tokenizer, config.max_length
+        )
+        results["samples"] = generate_samples(model, prepared.tokenizer, prompts)
+    outputs = {
+        "adapter": str(output / ("model.safetensors" if config.is_full_finetuning else "adapter")),
+        "checkpoints": str(rundir.checkpoints_dir(output)),
+        "metrics": str(output / "metrics.jsonl"),
+        "results": str(output / "results.json"),
+    }
+    if config.plot:
+        from graphopt.finetune.plots import plot_run
+
+        outputs["plots"] = [str(p) for p in plot_run(model, output)]
+    if config.save_merged:  # last: the model is the plain architecture afterwards
+        merged = output / "merged"
+        if not config.is_full_finetuning:
+            graphopt.merge_and_unload(model)
+        with atomic_directory(merged) as folder:
+            model.save_pretrained(folder)
+            prepared.tokenizer.save_pretrained(folder)
+        outputs["merged"] = str(merged)
+    results["outputs"] = outputs
+    atomic_write_json(output / "results.json", results)
+    return results
+
+
+def save_model_state(model: nn.Module, folder: Path, full_finetuning: bool) -> None:
+    """The trained tensors: the adapter, or every trainable tensor in full fine-tuning."""
+    from safetensors.torch import save_file
+
+    from graphopt.io import atomic_write
+
+    if full_finetuning:
+        tensors = {
+            n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad
+        }
+        atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+    else:
+        with atomic_directory(folder / "adapter") as tmp:
+            graphopt.save_adapter(model, tmp)
+
+
+def load_model_state(model: nn.Module, folder: Path, full_finetuning: bool) -> None:
+    """Inverse of ``save_model_state``."""
+    from safetensors.torch import load_file
+
+    if not full_finetuning:
+        graphopt.load_adapter(model, folder / "adapter")
+        return
+    tensors = load_file(str(folder / "model.safetensors"))
+    params = dict(model.named_parameters())
+    missing = sorted(set(tensors) - set(params))
+    if missing:
+        raise ValueError(
+            f"{folder / 'model.safetensors'} has tensors the model lacks: {missing[:5]}"
+        )
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value)
+
+
+def trainable_count(model: nn.Module, config: FinetuneConfig) -> int:
+    """Entries that train: the methods' (masks honoured) and the head's."""
+    from graphopt.adapters import count_trainable
+
+    if config.is_full_finetuning or not graphopt.methods_of(model):
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return count_trainable(model)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -258,188 +473,31 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def trainable_counts(model: nn.Module) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
-
-
-def finetune(
-    config: FinetuneConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
-) -> dict[str, Any]:
-    """Run the whole job; returns the final results (also in ``results.json``)."""
-    from tqdm.auto import tqdm
-
-    device = resolve_device(config.device)
-    dist = Distributed.from_env(device)
-    start_from = prepare_output_dir(config, resume, overwrite) if dist.is_main else None
-    dist.barrier()
-    if not dist.is_main:
-        start_from = ckpt.latest_checkpoint(config.output_dir) if resume else None
-    output = Path(config.output_dir)
-
-    splits = load_splits(config)
-    torch.manual_seed(config.seed)
-    model, tokenizer = load_classifier(config.model, len(splits.train.label_names))
-    apply_methods(model, config)
-    model.to(device)
-    train_data = encode(tokenizer, splits.train, config.max_length)
-    per_epoch = steps_per_epoch(len(train_data), config.batch_size, dist.world_size)
-    total_steps = config.max_steps or math.ceil(config.epochs * per_epoch)
-    step = 0
-    if start_from is not None:  # before the optimizer: a method may reshape its parameters
-        ckpt.load_model_state(model, start_from, config.is_full_finetuning)
-    optimizer, scheduler = build_optimizer(model, config, total_steps)
-    if start_from is not None:
-        state = ckpt.load_training_state(start_from)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ckpt.set_rng_state(state["rng"])
-        step = ckpt.read_trainer_state(start_from)["step"]
-    trained = model
-    if dist.world_size > 1:
-        trained = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if dist.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(output / "run_config.json", config.to_dict())
-
-    run_config = config.to_dict()
-    metrics_path = output / "metrics.jsonl"
-    step_times: list[float] = []
-    bar = tqdm(
-        total=total_steps, initial=step, disable=not (progress and dist.is_main), desc="finetune"
-    )
-    trained.train()
-    with ExitStack() as context:
-        stop = context.enter_context(stop_requests())
-        if dist.is_main:
-            log = context.enter_context(open(metrics_path, "a", encoding="utf-8"))
-        while step < total_steps:
-            began = time.perf_counter()
-            epoch, indices = batch_indices(
-                len(train_data), config.batch_size, config.seed, step, dist.rank, dist.world_size
-            )
-            loss = trained(**train_data.batch(indices, device)).loss
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            elapsed = time.perf_counter() - began
-            step_times.append(elapsed)
-            if dist.is_main and (step % config.log_every == 0 or step == total_steps):
-                record = {
-                    "step": step,
-                    "epoch": epoch,
-                    "loss": float(loss.detach()),
-                    "lr": scheduler.get_last_lr()[0],
-                    "samples_per_s": config.batch_size * dist.world_size / elapsed,
-                }
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{record['samples_per_s']:.1f}")
-            bar.update(1)
-            stopping = stop["signal"] is not None
-            if stopping or step % config.checkpoint_every == 0 or step == total_steps:
-                if dist.is_main:
-                    ckpt.save_checkpoint(
-                        output,
-                        step,
-                        model,
-                        optimizer,
-                        scheduler,
-                        run_config,
-                        config.is_full_finetuning,
-                    )
-                dist.barrier()
-            if stopping:
-                bar.close()
-                raise RunInterrupted(
-                    f"stopped by {stop['signal']} after step {step}; checkpoint saved in "
-                    f"{ckpt.checkpoints_dir(output)} — continue with --resume"
-                )
-    bar.close()
-    return finish(model, tokenizer, config, splits, device, dist, step_times, total_steps)
-
-
-def finish(
-    model: nn.Module,
-    tokenizer: Any,
-    config: FinetuneConfig,
-    splits: Splits,
-    device: torch.device,
-    dist: Distributed,
-    step_times: list[float],
-    total_steps: int,
-) -> dict[str, Any]:
-    """Evaluate, save the final adapter (and merged model), write ``results.json``."""
-    output = Path(config.output_dir)
-    if not dist.is_main:
-        return {}
-    metrics = {
-        name: evaluate(
-            model, encode(tokenizer, data, config.max_length), config.eval_batch_size, device
-        )
-        for name, data in (("dev", splits.dev), ("test", splits.test))
-    }
-    ckpt.save_model_state(model, output, config.is_full_finetuning)
-    trainable, total = trainable_counts(model)
-    results = {
-        "methods": [m.name for m in config.methods],
-        "test": metrics["test"],
-        "dev": metrics["dev"],
-        "steps": total_steps,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "median_step_time_s": statistics.median(step_times) if step_times else None,
-        "peak_memory_mb": peak_memory_mb(device),
-        "device": str(device),
-        "seed": config.seed,
-        "train_examples": len(splits.train),
-    }
-    if config.plot:
-        from graphopt.finetune.plots import plot_run
-
-        results["plots"] = [str(p) for p in plot_run(model, output)]
-    if config.save_merged:  # last: the model is the plain architecture afterwards
-        merged = output / "merged"
-        if not config.is_full_finetuning:
-            graphopt.merge_and_unload(model)
-        with atomic_directory(merged) as folder:
-            model.save_pretrained(folder)
-            tokenizer.save_pretrained(folder)
-        results["merged_model"] = str(merged)
-    atomic_write_json(output / "results.json", results)
-    with open(output / "metrics.jsonl", "a", encoding="utf-8") as log:
-        log.write(json.dumps({"step": total_steps, "eval": metrics}) + "\n")
-    return results
-
-
-def evaluate_saved(output_dir: str | Path, *, split: str = "test", device: str = "auto") -> dict:
+def evaluate_saved(
+    output_dir: str | Path, *, split: str = "test", device: str = "auto", progress: bool = True
+) -> dict[str, float]:
     """Score a finished run's saved adapter on ``split`` (``graphopt evaluate``)."""
     output = Path(output_dir)
     config_path = output / "run_config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{str(output)!r} holds no run (no run_config.json)")
-    values = json.loads(config_path.read_text())
+    values = json.loads(config_path.read_text(encoding="utf-8"))
     values["methods"] = [{"name": m["name"], **m["config"]} for m in values["methods"]]
+    values.update(device=device, output_dir=str(output))
     config = FinetuneConfig.build(values)
-    torch_device = resolve_device(device)
-    splits = load_splits(config)
-    data: TextDataset = getattr(splits, split)
-    torch.manual_seed(config.seed)
-    model, tokenizer = load_classifier(config.model, len(splits.train.label_names))
-    apply_methods(model, config)
-    source = (
-        output if (output / "adapter").exists() or (output / "model.safetensors").exists() else None
-    )
-    if source is None:
+    if not ((output / "adapter").exists() or (output / "model.safetensors").exists()):
         raise FileNotFoundError(
             f"{str(output)!r} has no final adapter; finish or resume the run first"
         )
-    ckpt.load_model_state(model, source, config.is_full_finetuning)
-    model.to(torch_device)
-    return evaluate(
-        model, encode(tokenizer, data, config.max_length), config.eval_batch_size, torch_device
-    )
+    torch_device = resolve_device(device)
+    prepared = prepare(config)
+    load_model_state(prepared.model, output, config.is_full_finetuning)
+    args = training_arguments(config, output, torch_device, progress)
+    trainer = _trainer(prepared, args, [])
+    return evaluation(trainer, getattr(prepared, split), split)
+
+
+def _default_model() -> Path:
+    from graphopt.finetune.model import default_model_path
+
+    return default_model_path()

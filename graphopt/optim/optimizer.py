@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from graphopt.optim.guard import exempt
 from graphopt.optim.protocols import GradientTransform, Regularizer, StepCallback, UpdateTransform
 
 if TYPE_CHECKING:
@@ -270,14 +271,18 @@ class GraphOptimizer(torch.optim.Optimizer):
         Trainable parameters are ``params`` when given (parameters or param groups,
         e.g. to give a classifier head its own learning rate), else the union of
         the methods' ``trainable_parameters`` (all ``requires_grad`` parameters
-        when no method is applied); the methods' transforms, regularizers, update
+        when no method is applied); with ``base`` an optimizer instance, its own
+        param groups (``params`` must then be None); the methods' transforms, regularizers, update
         transforms and callbacks come first, in the order the methods were
         applied, followed by the ones passed here.
         """
         from graphopt.methods import methods_of
 
         methods = methods_of(model)
-        if params is not None:
+        if isinstance(base, torch.optim.Optimizer):
+            if params is not None:
+                raise ValueError("params must be None when base is an optimizer instance")
+        elif params is not None:
             params = list(params)
         elif methods:
             chosen: dict[int, torch.nn.Parameter] = {}
@@ -287,7 +292,7 @@ class GraphOptimizer(torch.optim.Optimizer):
             params = list(chosen.values())
         else:
             params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
+        if params is not None and not params:
             raise ValueError("model has no trainable parameters to optimize")
         return cls(
             params,
@@ -358,6 +363,7 @@ def _build_base(
             "base LBFGS re-evaluates the closure inside its step, where the transforms "
             "cannot see the gradients; use a first-order base optimizer"
         )
+    exempt(instance)
     return instance
 
 

@@ -1,0 +1,1 @@
+"""Integrations with the libraries users train with (``graphopt.integrations.transformers``)."""
