@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 from pathlib import Path
 
@@ -56,12 +57,22 @@ def word_tokenizer(folder: Path):
         eos_token="</s>",
     )
     tokenizer.save_pretrained(folder)
+    # keep this exact tokenizer whatever the model type (AutoTokenizer would otherwise
+    # pick e.g. Qwen2Tokenizer for a qwen2 config and re-read tokenizer.json its own way)
+    settings = folder / "tokenizer_config.json"
+    settings.write_text(
+        json.dumps(
+            {**json.loads(settings.read_text()), "tokenizer_class": "PreTrainedTokenizerFast"}
+        )
+    )
     return tokenizer
 
 
 def write_tiny_causal_lm(folder: Path, family: str = "llama", *, dropout: float = 0.0) -> Path:
     """A randomly initialised (seed 0) tiny causal LM of ``family`` ("llama", "gpt2",
-    "qwen2") with a word-level tokenizer, saved with save_pretrained."""
+    "qwen2") with a word-level tokenizer, saved with save_pretrained (for qwen2,
+    transformers' AutoTokenizer insists on its own byte-level BPE class: load the
+    tokenizer with ``PreTrainedTokenizerFast.from_pretrained``)."""
     import transformers
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,8 +102,6 @@ def write_tiny_causal_lm(folder: Path, family: str = "llama", *, dropout: float 
 
 def write_lm_jsonl(path: Path, kind: str = "text", rows: int = 30, seed: int = 0) -> Path:
     """Causal-LM records over the topic words: ``text`` rows or ``prompt``/``completion``."""
-    import json
-
     rng = random.Random(seed)
     with path.open("w", encoding="utf-8") as handle:
         for _ in range(rows):

@@ -108,8 +108,7 @@ class DivergenceGuard(TrainerCallback):
             if isinstance(value, float) and not math.isfinite(value):
                 raise TrainingDiverged(
                     f"training diverged at step {state.global_step}: {key} is {value}; the last "
-                    "good checkpoint is kept, no adapter was written (lower --lr, or set "
-                    "--max-grad-norm)"
+                    "good checkpoint is kept, no adapter was written (try a lower --lr)"
                 )
 
 

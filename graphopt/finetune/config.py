@@ -185,12 +185,18 @@ class FinetuneConfig:
             raise ValueError(f"method {FULL_FINETUNING!r} cannot be combined with {names}")
         if (self.dev_file or self.test_file) and not self.train_file:
             raise ValueError("dev_file/test_file need a train_file as well")
-        if self.task == CAUSAL_LM and self.train_file is None:
+        if self.task is not None:
+            self.check_task(self.task)
+
+    def check_task(self, task: str) -> None:
+        """The options that ``task`` needs or excludes (also run once the task is
+        inferred from the model)."""
+        if task == CAUSAL_LM and self.train_file is None:
             raise ValueError(
                 "task 'causal-lm' needs a train_file (JSONL with a 'text' field, or "
                 "'prompt'/'completion' fields); the embedded corpus is for classification"
             )
-        if self.task == CAUSAL_LM and self.few_shot is not None:
+        if task == CAUSAL_LM and self.few_shot is not None:
             raise ValueError("few_shot draws examples per class: it needs task 'classification'")
 
     def to_dict(self) -> dict[str, Any]:

@@ -44,7 +44,8 @@ def check_model_dir(path: str | Path) -> Path:
 def model_task(path: str | Path, requested: str | None) -> str:
     """The task to train ``path`` for: ``requested``, checked against what the model
     can do, or (None) inferred: a checkpoint saved as ``*ForCausalLM`` /
-    ``*LMHeadModel`` is a causal LM, anything else a classifier."""
+    ``*LMHeadModel`` (or with ``is_decoder``) is a causal LM, anything else a
+    classifier."""
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
@@ -57,19 +58,25 @@ def model_task(path: str | Path, requested: str | None) -> str:
         raise ValueError(f"model {str(folder)!r}: config.json is not valid JSON: {err}") from None
     model_type = config.get("model_type")
     architectures = config.get("architectures") or []
-    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    causal = config.get("is_decoder", False) or any(
+        a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures
+    )
     task = requested or (CAUSAL_LM if causal else CLASSIFICATION)
     supported = (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
         if task == CAUSAL_LM
         else MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
     )
-    if model_type not in supported:
-        other = CLASSIFICATION if task == CAUSAL_LM else CAUSAL_LM
+    # an encoder (BERT) has a causal-LM head class too, but its attention sees the
+    # future tokens: trained on next-token prediction it would cheat, silently
+    if model_type not in supported or (task == CAUSAL_LM and not causal):
+        kind = (
+            "an encoder, not a causal language model" if task == CAUSAL_LM else "not a classifier"
+        )
         raise ValueError(
             f"model {str(folder)!r} ({model_type}, {architectures or 'no architectures'}) "
-            f"cannot be trained for task {task!r}; it is a {other.replace('-', ' ')} model"
-            + (f": use --task {other}" if requested else "")
+            f"cannot be trained for task {task!r}: it is {kind}"
+            + (" (use --task classification)" if task == CAUSAL_LM else "")
         )
     return task
 

@@ -122,6 +122,7 @@ def check_methods(config: FinetuneConfig) -> None:
 def prepare(config: FinetuneConfig) -> Prepared:
     """Data, model and methods for ``config`` (nothing written anywhere)."""
     task = model_task(config.model or _default_model(), config.task)
+    config.check_task(task)
     torch.manual_seed(config.seed)
     if task == CAUSAL_LM:
         train, dev, test = lm_splits(config)
@@ -291,8 +292,6 @@ def finetune(
                 f"stopped by {stop.received} after step {trainer.state.global_step}; checkpoint "
                 f"saved in {rundir.checkpoints_dir(output)} — continue with --resume"
             )
-        if not trainer.is_world_process_zero():
-            return {}
         return finish(trainer, prepared, timer.seconds, device)
 
 
@@ -370,7 +369,9 @@ def evaluation(
 def finish(
     trainer: GraphoptTrainer, prepared: Prepared, step_seconds: list[float], device: torch.device
 ) -> dict[str, Any]:
-    """Evaluate, save the final adapter (and merged model), write ``results.json``."""
+    """Evaluate (every process: the Trainer's evaluation is distributed), then on the main
+    process save the final adapter (and merged model) and write ``results.json``; the
+    other processes return an empty dict."""
     config, model = prepared.config, prepared.model
     output = Path(config.output_dir or ".")
     steps = trainer.state.global_step
@@ -379,6 +380,8 @@ def finish(
         split: evaluation(trainer, data, split)
         for split, data in (("dev", prepared.dev), ("test", prepared.test))
     }
+    if not trainer.is_world_process_zero():
+        return {}
     save_model_state(model, output, config.is_full_finetuning)
     results: dict[str, Any] = {
         "task": prepared.task,

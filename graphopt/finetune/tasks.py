@@ -140,8 +140,7 @@ def load_lm_records(path: str | Path, config: FinetuneConfig) -> LmRecords:
 def lm_splits(config: FinetuneConfig) -> tuple[LmRecords, LmRecords, LmRecords]:
     """(train, dev, test): the given files, or the train file shuffled (seed 0) and cut
     80 / 10 / 10."""
-    assert config.train_file is not None  # validated by FinetuneConfig
-    train = load_lm_records(config.train_file, config)
+    train = load_lm_records(config.train_file or "", config)
     if config.dev_file and config.test_file:
         parts = (
             train,
