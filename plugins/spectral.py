@@ -490,9 +490,3 @@ def _validate_config(config: SpectralConfig) -> None:
             "features='gradients' collects gradient rows in the filter transform; "
             "set transform (e.g. 'spectral_filter')"
         )
-
-
-@graphopt.hookimpl
-def graphopt_register(registry: Any) -> None:
-    registry.add("method", "spectral", SpectralMethod)
-    registry.add("transform", "spectral_filter", SpectralFilter)
