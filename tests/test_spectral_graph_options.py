@@ -56,7 +56,7 @@ def test_the_default_graph_keeps_ten_neighbours():
 
 
 def test_an_option_the_graph_does_not_take_names_the_graph():
-    with pytest.raises(TypeError, match="correlation_threshold.*'k'"):
+    with pytest.raises(TypeError, match=r"correlation_threshold.*'k'"):
         graphopt.apply(
             _model(), "spectral", ["0"], k=4, graph="correlation_threshold", graph_options={"k": 3}
         )
