@@ -21,12 +21,13 @@ naming the method and what broke:
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -224,3 +225,723 @@ def _train(model: nn.Module, batch: Any, steps: int, lr: float, name: str) -> No
         if n in now
     ):
         raise AssertionError(f"method {name!r}: no trainable parameter changed in {steps} steps")
+
+
+# -- contract checks for the other plugin kinds ------------------------------------------------
+#
+# ``check_graph``, ``check_eigensolver``, ``check_response``, ``check_transform``,
+# ``check_penalty`` and ``check_ggm_solver`` run every check of their kind's contract
+# (docs/plugins/) and return a ``CheckReport``: one failing check does not hide the
+# others, and ``bool(report)`` is True when none failed, so a plugin's test is
+# ``assert check_graph("my_graph")`` (pytest prints the report when it fails).
+
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of a contract: its ``name``, ``status`` (passed/failed/skipped) and
+    ``detail`` (what failed, or why it was skipped)."""
+
+    name: str
+    status: str
+    detail: str = ""
+
+
+@dataclass
+class CheckReport:
+    """What a ``check_*`` helper found: every ``Check`` in the order run.
+
+    ``bool(report)`` is True when no check failed; ``report.failures`` lists the
+    failed ones; ``report.raise_if_failed()`` raises ``AssertionError`` with the
+    whole report; ``str(report)`` is one line per check.
+    """
+
+    subject: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Check]:
+        """The checks that failed."""
+        return [c for c in self.checks if c.status == FAILED]
+
+    def __bool__(self) -> bool:
+        return not self.failures
+
+    def raise_if_failed(self) -> CheckReport:
+        """``self`` when every check passed (or was skipped); else ``AssertionError``."""
+        if self.failures:
+            raise AssertionError(str(self))
+        return self
+
+    def __str__(self) -> str:
+        counts = {s: sum(c.status == s for c in self.checks) for s in (PASSED, FAILED, SKIPPED)}
+        head = (
+            f"{self.subject}: {counts[PASSED]} passed, {counts[FAILED]} failed, "
+            f"{counts[SKIPPED]} skipped"
+        )
+        lines = [
+            f"  {c.status:7} {c.name}" + (f": {c.detail}" if c.detail else "") for c in self.checks
+        ]
+        return "\n".join([head, *lines])
+
+    __repr__ = __str__
+
+
+class _Checker:
+    """Runs checks into a ``CheckReport``: a check is a function that returns nothing (or a
+    note) and raises ``AssertionError`` -- or anything else, reported as raised -- to fail."""
+
+    def __init__(self, subject: str) -> None:
+        self.report = CheckReport(subject)
+
+    def run(self, name: str, check: Callable[[], Any]) -> bool:
+        try:
+            note = check()
+        except AssertionError as err:
+            self.report.checks.append(Check(name, FAILED, str(err)))
+            return False
+        except Exception as err:
+            self.report.checks.append(Check(name, FAILED, f"raised {type(err).__name__}: {err}"))
+            return False
+        self.report.checks.append(Check(name, PASSED, note if isinstance(note, str) else ""))
+        return True
+
+    def skip(self, name: str, reason: str) -> None:
+        self.report.checks.append(Check(name, SKIPPED, reason))
+
+
+def _devices(devices: Sequence[str] | None) -> list[str]:
+    """The devices to check on: the given ones, else the CPU and (when present) CUDA."""
+    if devices is not None:
+        return list(devices)
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def _resolve(kind: str, obj: Any) -> tuple[Any, str]:
+    """(object, label) for a registered name or the object itself."""
+    if isinstance(obj, str):
+        from graphopt import registry
+
+        return registry.get(kind, obj), f"{kind} {obj!r}"
+    return obj, f"{kind} {getattr(obj, '__name__', type(obj).__name__)}"
+
+
+def _dense(matrix: Any) -> torch.Tensor:
+    if matrix.layout != torch.strided:
+        return matrix.to_dense()
+    return matrix
+
+
+# -- graph ---------------------------------------------------------------------------------------
+
+
+def check_graph(
+    graph: str | Callable[..., torch.Tensor],
+    *,
+    options: dict[str, Any] | None = None,
+    features: torch.Tensor | None = None,
+    devices: Sequence[str] | None = None,
+    dtypes: Sequence[torch.dtype] = (torch.float64, torch.float32),
+    permutation_equivariant: bool = True,
+    through_spectral: bool = True,
+    seed: int = 0,
+) -> CheckReport:
+    """Check a graph construction (kind ``graph``) against docs/plugins/graph.md.
+
+    ``graph(features, **options)`` gets the node features (n, d) -- what the spectral
+    method passes: a parameter's rows, float64, on the parameter's device -- and must
+    return a torch tensor (n, n) (sparse COO/CSR or dense) on the same device and in the
+    same dtype that is finite, non-negative, symmetric (max |W - W^T| <= 1e-8 max(max W,
+    1), what ``laplacian`` accepts), with a zero diagonal and at least one edge; the same
+    input gives the same graph; permuting the nodes permutes the graph (W(PX) = P W(X)
+    P^T; ``permutation_equivariant=False`` for constructions that break ties by index);
+    and its Laplacian is positive semidefinite with a zero eigenvalue. Checked for
+    every dtype in ``dtypes`` on every device in ``devices``; with a registered name,
+    also through ``graphopt.apply(model, "spectral", graph=name)``.
+
+    Args:
+        graph: a registered graph name or the function itself.
+        options: keyword arguments for the graph (the ``graph_options`` a user passes).
+        features: the input (default: 40 x 6 standard normal, seeded).
+        devices: devices to check on (default: the CPU, and CUDA when available).
+        dtypes: feature dtypes to check (the spectral method passes float64).
+        permutation_equivariant: check W(PX) = P W(X) P^T.
+        through_spectral: also build a spectral basis with it (needs a registered
+            name; off for a graph whose input is not node features, such as
+            ``partial_correlation``'s precision matrix).
+        seed: seed of the default features and the permutation.
+    """
+    function, label = _resolve("graph", graph)
+    options = dict(options or {})
+    generator = torch.Generator().manual_seed(seed)
+    if features is None:
+        features = torch.randn(40, 6, generator=generator, dtype=torch.float64)
+    n = features.shape[0]
+    permutation = torch.randperm(n, generator=generator)
+    checker = _Checker(label)
+    for device in _devices(devices):
+        for dtype in dtypes:
+            x = features.to(device=device, dtype=dtype)
+            where = f"[{str(dtype).removeprefix('torch.')}, {device}]"
+            built: dict[str, torch.Tensor] = {}
+
+            def build(x: torch.Tensor = x, built: dict[str, torch.Tensor] = built) -> None:
+                adjacency = function(x.clone(), **options)
+                assert isinstance(adjacency, torch.Tensor), (
+                    f"returned {type(adjacency).__name__}, not a torch tensor"
+                )
+                assert tuple(adjacency.shape) == (n, n), (
+                    f"returned shape {tuple(adjacency.shape)} for {n} nodes; expected ({n}, {n})"
+                )
+                assert adjacency.dtype == x.dtype, f"returned {adjacency.dtype} for {x.dtype} input"
+                assert adjacency.device == x.device, (
+                    f"returned a tensor on {adjacency.device} for input on {x.device}"
+                )
+                built["w"] = adjacency
+
+            if not checker.run(f"returns an (n, n) tensor, input dtype and device {where}", build):
+                continue
+            w = _dense(built["w"]).to(torch.float64).cpu()
+
+            def valid(w: torch.Tensor = w) -> None:
+                assert bool(torch.isfinite(w).all()), "has NaN or infinite weights"
+                assert float(w.min()) >= 0, f"has a negative weight ({float(w.min()):.3g})"
+                gap = float((w - w.T).abs().max())
+                assert gap <= 1e-8 * max(float(w.max()), 1.0), (
+                    f"not symmetric: max |W - W^T| = {gap:.3g}"
+                )
+                loops = float(w.diagonal().abs().max())
+                assert loops == 0, f"has self loops (largest diagonal weight {loops:.3g})"
+                assert bool((w > 0).any()), "has no edge on the test features"
+
+            checker.run(f"finite, non-negative, symmetric, no self loops, some edge {where}", valid)
+
+            def deterministic(x: torch.Tensor = x, w: torch.Tensor = w) -> None:
+                again = _dense(function(x.clone(), **options)).to(torch.float64).cpu()
+                assert torch.equal(again, w), "a second call on the same input gave another graph"
+
+            checker.run(f"deterministic {where}", deterministic)
+            if permutation_equivariant:
+
+                def equivariant(x: torch.Tensor = x, w: torch.Tensor = w) -> None:
+                    p = permutation.to(x.device)
+                    permuted = _dense(function(x[p].clone(), **options)).to(torch.float64).cpu()
+                    expected = w[permutation][:, permutation]
+                    gap = float((permuted - expected).abs().max())
+                    scale = max(float(w.abs().max()), 1.0)
+                    tol = (1e-10 if x.dtype == torch.float64 else 1e-5) * scale
+                    assert gap <= tol, f"W(PX) differs from P W(X) P^T by {gap:.3g}"
+
+                checker.run(f"permutation equivariant {where}", equivariant)
+
+            def laplacian_psd(w: torch.Tensor = w) -> None:
+                from graphopt.solvers.laplacian import laplacian
+
+                values = torch.linalg.eigvalsh(laplacian(w))
+                scale = max(float(values.abs().max()), 1.0)
+                assert float(values[0]) >= -1e-10 * scale, (
+                    f"Laplacian has eigenvalue {float(values[0]):.3g}"
+                )
+                assert abs(float(values[0])) <= 1e-10 * scale, "Laplacian has no zero eigenvalue"
+
+            checker.run(
+                f"Laplacian positive semidefinite, smallest eigenvalue 0 {where}", laplacian_psd
+            )
+    spectral = "through the spectral method (graphopt.apply)"
+    if not through_spectral:
+        checker.skip(spectral, "through_spectral=False")
+    elif isinstance(graph, str):
+        checker.run(spectral, lambda: _spectral_with_graph(graph, options))
+    else:
+        checker.skip(spectral, "needs a registered name")
+    return checker.report
+
+
+def _spectral_with_graph(name: str, options: dict[str, Any]) -> None:
+    from graphopt.adapters import apply as apply_method
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 40))
+    apply_method(model, "spectral", ["0"], k=3, graph=name, graph_options=options)
+    [method] = methods_of(model)
+    [transform] = method.transforms(model)
+    state = transform.init_state(model[0].weight)
+    values = state["values"]
+    assert bool(torch.isfinite(values).all()) and float(values[0]) >= -1e-6, (
+        f"the basis built on this graph has eigenvalues {values.tolist()}"
+    )
+
+
+# -- eigensolver ---------------------------------------------------------------------------------
+
+
+def _path_laplacian(n: int) -> np.ndarray:
+    lap = np.diag(np.r_[1.0, np.full(n - 2, 2.0), 1.0])
+    index = np.arange(n - 1)
+    lap[index, index + 1] = lap[index + 1, index] = -1.0
+    return lap
+
+
+def _ring_laplacian(n: int) -> np.ndarray:
+    lap = 2.0 * np.eye(n)
+    index = np.arange(n)
+    lap[index, (index + 1) % n] = lap[(index + 1) % n, index] = -1.0
+    return lap
+
+
+def _eigen_problems(seed: int) -> list[tuple[str, np.ndarray, np.ndarray, int, bool]]:
+    """(name, L, its exact spectrum, k, eigenvalues below k simple) -- closed forms where
+    there is one (Fiedler; Chung, "Spectral Graph Theory", 1997, section 1.5), else
+    numpy's dense ``eigvalsh`` of a random weighted graph."""
+    from scipy.linalg import block_diag
+
+    path = _path_laplacian(30)
+    ring = _ring_laplacian(24)
+    two = block_diag(_path_laplacian(12), _path_laplacian(18))
+    rng = np.random.default_rng(seed)
+    weights = np.triu(rng.uniform(0.1, 1.0, (60, 60)) * (rng.random((60, 60)) < 0.1), 1)
+    weights = weights + weights.T
+    weights[np.arange(59), np.arange(1, 60)] = weights[np.arange(1, 60), np.arange(59)] = 0.5
+    random = np.diag(weights.sum(axis=1)) - weights
+    return [
+        ("path(30)", path, 2 - 2 * np.cos(np.pi * np.arange(30) / 30), 4, True),
+        ("ring(24)", ring, np.sort(2 - 2 * np.cos(2 * np.pi * np.arange(24) / 24)), 5, False),
+        (
+            "path(12) + path(18)",
+            two,
+            np.sort(
+                np.r_[
+                    2 - 2 * np.cos(np.pi * np.arange(12) / 12),
+                    2 - 2 * np.cos(np.pi * np.arange(18) / 18),
+                ]
+            ),
+            4,
+            False,
+        ),
+        ("random weighted graph(60)", random, np.linalg.eigvalsh(random), 6, True),
+    ]
+
+
+def _as_format(lap: np.ndarray, form: str, device: str) -> Any:
+    import scipy.sparse as sp
+
+    if form == "numpy":
+        return lap
+    if form == "scipy csr":
+        return sp.csr_array(lap)
+    dtype = torch.float32 if form.endswith("float32") else torch.float64
+    tensor = torch.from_numpy(lap).to(device=device, dtype=dtype)
+    return tensor.to_sparse_coo() if "sparse" in form else tensor
+
+
+def check_eigensolver(
+    solver: str | Callable[..., Any],
+    *,
+    options: dict[str, Any] | None = None,
+    devices: Sequence[str] | None = None,
+    seed: int = 0,
+) -> CheckReport:
+    """Check an eigensolver (kind ``eigensolver``) against docs/plugins/eigensolver.md.
+
+    ``solver(L, k, **options)`` gets a symmetric positive semidefinite L (torch dense or
+    sparse COO on any device, scipy sparse, numpy) and returns an ``EigenResult`` of its
+    k smallest eigenpairs, in L's kind of array (torch on L's device and dtype; numpy
+    float64 for scipy/numpy input): values ascending and equal to the exact spectrum
+    (closed forms for a path, a ring and two components; numpy's ``eigvalsh`` for a
+    random graph) to 1e-6 ||L|| (float64; 1e-3 for float32 input), orthonormal
+    vectors, each with its largest-magnitude entry positive (where the eigenvalue is
+    simple), ``residuals`` equal to ||L u - l u|| / ||L||_inf recomputed here and below
+    1e-6 (1e-4 in float32), ``converged`` True; k outside 1..n-1 is a ``ValueError``.
+    """
+    function, label = _resolve("eigensolver", solver)
+    options = dict(options or {})
+    checker = _Checker(label)
+    forms = ["numpy", "scipy csr"]
+    torch_forms = ["torch dense float64", "torch sparse float64", "torch dense float32"]
+    for name, lap, spectrum, k, simple in _eigen_problems(seed):
+        cases = [(form, "cpu") for form in forms] + [
+            (form, device) for device in _devices(devices) for form in torch_forms
+        ]
+        for form, device in cases:
+            where = f"{name}, {form}" + (f", {device}" if form.startswith("torch") else "")
+            matrix = _as_format(lap, form, device)
+            single = form.endswith("float32")
+
+            def check(
+                matrix: Any = matrix,
+                lap: np.ndarray = lap,
+                spectrum: np.ndarray = spectrum,
+                k: int = k,
+                simple: bool = simple,
+                single: bool = single,
+            ) -> None:
+                result = function(matrix, k, **options)
+                _check_eigen_result(result, matrix, lap, spectrum[:k], simple, single)
+
+            checker.run(f"k smallest eigenpairs of {where}", check)
+
+    def rejects_bad_k() -> None:
+        lap = torch.from_numpy(_path_laplacian(10))
+        for k in (0, 10, 11):
+            try:
+                function(lap, k, **options)
+            except ValueError:
+                continue
+            raise AssertionError(f"k={k} for n=10 was accepted (must be a ValueError)")
+
+    checker.run("k outside 1..n-1 is a ValueError", rejects_bad_k)
+    return checker.report
+
+
+def _check_eigen_result(
+    result: Any,
+    matrix: Any,
+    lap: np.ndarray,
+    exact: np.ndarray,
+    simple: bool,
+    single: bool,
+) -> None:
+    for attribute in ("values", "vectors", "residuals", "converged", "method"):
+        assert hasattr(result, attribute), f"result has no {attribute!r}"
+    k, n = len(exact), lap.shape[0]
+    if isinstance(matrix, torch.Tensor):
+        for attribute in ("values", "vectors", "residuals"):
+            value = getattr(result, attribute)
+            assert isinstance(value, torch.Tensor), (
+                f"{attribute} is {type(value).__name__} for torch input"
+            )
+            assert value.device == matrix.device and value.dtype == matrix.dtype, (
+                f"{attribute} is {value.dtype} on {value.device} for {matrix.dtype} input on "
+                f"{matrix.device}"
+            )
+    else:
+        for attribute in ("values", "vectors", "residuals"):
+            value = getattr(result, attribute)
+            assert isinstance(value, np.ndarray) and value.dtype == np.float64, (
+                f"{attribute} is {type(value).__name__} {getattr(value, 'dtype', '')} for "
+                f"{type(matrix).__name__} input (expected numpy float64)"
+            )
+    values, vectors, residuals = (
+        np.asarray(torch.as_tensor(getattr(result, a)).detach().cpu().double())
+        for a in ("values", "vectors", "residuals")
+    )
+    assert values.shape == (k,) and vectors.shape == (n, k) and residuals.shape == (k,), (
+        f"shapes values {values.shape}, vectors {vectors.shape}, residuals {residuals.shape}; "
+        f"expected ({k},), ({n}, {k}), ({k},)"
+    )
+    assert isinstance(result.method, str), "method must be the solver's name"
+    norm = float(np.abs(lap).sum(axis=1).max())
+    value_tol, residual_tol = (1e-3, 1e-4) if single else (1e-6, 1e-6)
+    assert np.all(np.diff(values) >= -value_tol * norm), f"values not ascending: {values}"
+    error = float(np.abs(values - exact).max())
+    assert error <= value_tol * norm, (
+        f"values off the exact spectrum by {error:.3g} ({values} vs {exact})"
+    )
+    gram = float(np.abs(vectors.T @ vectors - np.eye(k)).max())
+    assert gram <= value_tol, f"vectors not orthonormal: max |V^T V - I| = {gram:.3g}"
+    recomputed = np.linalg.norm(lap @ vectors - vectors * values, axis=0) / norm
+    assert np.all(recomputed <= residual_tol), f"residuals {recomputed} above {residual_tol:g}"
+    gap = float(np.abs(residuals - recomputed).max())
+    assert gap <= max(residual_tol, 10 * float(recomputed.max())), (
+        f"reported residuals {residuals} differ from ||L u - l u|| / ||L|| = {recomputed}"
+    )
+    assert result.converged is True, "converged is not True although the residuals are small"
+    if simple:
+        pivots = vectors[np.abs(vectors).argmax(axis=0), np.arange(k)]
+        assert np.all(pivots > 0), "an eigenvector's largest-magnitude entry is negative"
+
+
+# -- response ------------------------------------------------------------------------------------
+
+
+def check_response(
+    response: str | Callable[..., Callable[[torch.Tensor], torch.Tensor]],
+    *,
+    options: dict[str, Any] | None = None,
+    devices: Sequence[str] | None = None,
+) -> CheckReport:
+    """Check a filter response (kind ``response``) against docs/plugins/response.md.
+
+    ``response(**options)`` (the spectral method's ``response_options``) returns a
+    callable h that maps the k lowest Laplacian eigenvalues (a 1-D tensor, ascending,
+    >= 0, float32 or float64, on the parameters' device) to gains of the same shape,
+    dtype and device, finite and in [0, 1], without changing its input (the
+    eigenvalues are optimizer state) and without host synchronisation (it runs in
+    every optimizer step; checked on CUDA). Also run through
+    ``graphopt.solvers.spectral.spectral_filter`` and, with a registered name, through
+    the spectral method (``graphopt.apply``, an optimizer step).
+    """
+    factory, label = _resolve("response", response)
+    options = dict(options or {})
+    checker = _Checker(label)
+    built: dict[str, Any] = {}
+
+    def build() -> None:
+        h = factory(**options)
+        assert callable(h), f"response(**options) returned {type(h).__name__}, not a callable"
+        built["h"] = h
+
+    if not checker.run("response(**options) returns a callable", build):
+        return checker.report
+    h = built["h"]
+    for device in _devices(devices):
+        for dtype in (torch.float64, torch.float32):
+            where = f"[{str(dtype).removeprefix('torch.')}, {device}]"
+            values = torch.cat([torch.zeros(1), torch.linspace(0.01, 6.0, 15)]).to(device, dtype)
+
+            def gains(values: torch.Tensor = values) -> None:
+                original = values.clone()
+                out = h(values)
+                assert isinstance(out, torch.Tensor), f"returned {type(out).__name__}"
+                assert out.shape == values.shape, (
+                    f"shape {tuple(out.shape)} for {tuple(values.shape)}"
+                )
+                assert out.dtype == values.dtype and out.device == values.device, (
+                    f"returned {out.dtype} on {out.device} for {values.dtype} on {values.device}"
+                )
+                assert torch.equal(values, original), "changed its input (the eigenvalues)"
+                assert bool(torch.isfinite(out).all()), f"non-finite gains {out.tolist()}"
+                low, high = float(out.min()), float(out.max())
+                assert low >= 0 and high <= 1, (
+                    f"gains outside [0, 1]: min {low:.3g}, max {high:.3g}"
+                )
+                assert torch.equal(h(values), out), "two calls on the same values differ"
+                single = h(values[:1])
+                assert single.shape == (1,), "k = 1 (one eigenvalue) gives the wrong shape"
+
+            checker.run(f"gains: same shape/dtype/device, finite, in [0, 1] {where}", gains)
+            if device.startswith("cuda"):
+
+                def no_sync(values: torch.Tensor = values) -> None:
+                    with no_host_sync():
+                        h(values)
+
+                checker.run(f"no host synchronisation {where}", no_sync)
+    if not any(d.startswith("cuda") for d in _devices(devices)):
+        checker.skip("no host synchronisation", "needs CUDA")
+
+    def through_filter() -> None:
+        from graphopt.solvers.spectral import spectral_filter
+
+        lap = torch.from_numpy(_path_laplacian(12))
+        values, vectors = torch.linalg.eigh(lap)
+        grad = torch.randn(12, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        out = spectral_filter(grad, vectors[:, :4], values[:4], h, high_gain=0.5)
+        assert bool(torch.isfinite(out).all()), "the filtered gradient is not finite"
+
+    checker.run("through graphopt.solvers.spectral.spectral_filter", through_filter)
+    name = "through the spectral method (graphopt.apply, one optimizer step)"
+    if isinstance(response, str):
+        checker.run(
+            name, lambda: _spectral_step({"response": response, "response_options": options})
+        )
+    else:
+        checker.skip(name, "needs a registered name")
+    return checker.report
+
+
+def _spectral_step(config: dict[str, Any]) -> None:
+    """Apply spectral with ``config`` to a tiny model and take two optimizer steps."""
+    from graphopt.adapters import apply as apply_method
+    from graphopt.optim import GraphOptimizer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 24), nn.Tanh(), nn.Linear(24, 3))
+    before = model[0].weight.detach().clone()
+    apply_method(model, "spectral", ["0"], **{"k": 4, "graph_options": {"k": 5}, **config})
+    optimizer = GraphOptimizer.for_model(model, lr=1e-2)
+    x = torch.randn(16, 6)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(x).pow(2).mean().backward()
+        optimizer.step()
+    weight = model[0].weight.detach()
+    assert bool(torch.isfinite(weight).all()), "the trained weight is not finite"
+    assert not torch.equal(weight, before), "two optimizer steps did not change the target weight"
+
+
+# -- transform -----------------------------------------------------------------------------------
+
+
+def check_transform(
+    transform: str,
+    *,
+    config: dict[str, Any] | None = None,
+    devices: Sequence[str] | None = None,
+    steps: int = 4,
+) -> CheckReport:
+    """Check a gradient transform (kind ``transform``) against docs/plugins/transform.md.
+
+    The spectral method builds the registered ``transform`` as
+    ``cls(params, bases, response=h, high_gain=g, accumulate_gradients=bool)`` (one
+    object for all its target parameters) and hands it to the optimizer. Checked on a
+    tiny model in float64 and float32 on every device: the object satisfies
+    ``graphopt.optim.GradientTransform`` and covers exactly the target weights;
+    ``init_state`` gives tensors on the parameter's device; ``transform`` returns a
+    finite gradient of the gradient's shape, dtype and device and leaves the parameter
+    alone; an optimizer run resumed from a saved ``state_dict()``
+    (``torch.load(weights_only=True)``) ends where the uninterrupted run ends; with
+    ``features="gradients"`` the state's ``gradient_sum`` holds the raw gradient
+    after one step and the basis refresh replaces ``vectors``; no host
+    synchronisation on CUDA.
+
+    Args:
+        transform: the registered transform name.
+        config: other spectral settings (e.g. ``{"high_gain": 0.2}``).
+        devices: devices to check on (default: the CPU, and CUDA when available).
+        steps: optimizer steps of the resume check (saved after half of them).
+    """
+    from graphopt.optim import GradientTransform
+
+    checker = _Checker(f"transform {transform!r}")
+    settings = {"k": 4, "graph_options": {"k": 5}, **dict(config or {}), "transform": transform}
+    for device in _devices(devices):
+        for dtype in (torch.float64, torch.float32):
+            where = f"[{str(dtype).removeprefix('torch.')}, {device}]"
+            run = _TransformRun(settings, device, dtype)
+            built: dict[str, Any] = {}
+
+            def build(run: _TransformRun = run, built: dict[str, Any] = built) -> None:
+                model = run.model()
+                [method] = methods_of(model)
+                objects = method.transforms(model)
+                assert len(objects) == 1, f"spectral built {len(objects)} transforms; expected 1"
+                [obj] = objects
+                assert isinstance(obj, GradientTransform), (
+                    f"{type(obj).__name__} lacks a GradientTransform member (name, params, "
+                    "init_state, transform, state_dict, load_state_dict)"
+                )
+                assert isinstance(obj.name, str), "name must be a string"
+                targets = {id(model[0].weight), id(model[2].weight)}
+                assert {id(p) for p in obj.params} == targets, "params are not the target weights"
+                built.update(model=model, obj=obj)
+
+            if not checker.run(f"built by the spectral method {where}", build):
+                continue
+            obj = built["obj"]
+
+            def one_call(obj: Any = obj, device: str = device) -> None:
+                generator = torch.Generator().manual_seed(1)
+                for param in obj.params:
+                    state = obj.init_state(param)
+                    assert isinstance(state, dict), "init_state must return a dict"
+                    for key, value in state.items():
+                        assert isinstance(value, torch.Tensor), f"state {key!r} is not a tensor"
+                        assert value.device == param.device, f"state {key!r} is on {value.device}"
+                    grad = torch.randn(param.shape, generator=generator).to(param)
+                    original, weight = grad.clone(), param.detach().clone()
+                    with torch.no_grad():
+                        if device.startswith("cuda"):
+                            with no_host_sync():
+                                out = obj.transform(grad, param, state)
+                        else:
+                            out = obj.transform(grad, param, state)
+                    assert isinstance(out, torch.Tensor), f"transform returned {type(out).__name__}"
+                    assert out.shape == original.shape, f"shape {tuple(out.shape)}"
+                    assert out.dtype == original.dtype and out.device == original.device, (
+                        f"returned {out.dtype} on {out.device} for {original.dtype} on "
+                        f"{original.device}"
+                    )
+                    assert bool(torch.isfinite(out).all()), "returned non-finite values"
+                    assert torch.equal(param.detach(), weight), "transform changed the parameter"
+
+            sync = ", no host synchronisation" if device.startswith("cuda") else ""
+            checker.run(
+                f"init_state and transform: shapes, dtype, device, finite{sync} {where}", one_call
+            )
+            checker.run(
+                f"resume from state_dict = uninterrupted run {where}",
+                lambda run=run: run.resume(steps),
+            )
+            checker.run(
+                f"features='gradients': gradient_sum and basis refresh {where}",
+                run.gradient_features,
+            )
+    return checker.report
+
+
+class _TransformRun:
+    """A tiny model with spectral (the transform under test), trained on fixed batches."""
+
+    def __init__(self, settings: dict[str, Any], device: str, dtype: torch.dtype) -> None:
+        self.settings, self.device, self.dtype = settings, device, dtype
+
+    def model(self, **extra: Any) -> nn.Module:
+        from graphopt.adapters import apply as apply_method
+
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Linear(8, 24), nn.Tanh(), nn.Linear(24, 16), nn.Tanh(), nn.Linear(16, 3)
+        )
+        model = model.to(self.device, self.dtype)
+        apply_method(model, "spectral", ["0", "2"], **{**self.settings, **extra})
+        return model
+
+    def batch(self, step: int) -> torch.Tensor:
+        x = torch.randn(12, 8, generator=torch.Generator().manual_seed(100 + step))
+        return x.to(self.device, self.dtype)
+
+    def train(self, model: nn.Module, optimizer: Any, steps: range) -> None:
+        for step in steps:
+            optimizer.zero_grad()
+            model(self.batch(step)).pow(2).mean().backward()
+            optimizer.step()
+
+    def resume(self, steps: int) -> None:
+        import io
+
+        from graphopt.optim import GraphOptimizer
+
+        straight = self.model()
+        optimizer = GraphOptimizer.for_model(straight, lr=1e-2)
+        self.train(straight, optimizer, range(steps))
+        first = self.model()
+        optimizer = GraphOptimizer.for_model(first, lr=1e-2)
+        self.train(first, optimizer, range(steps // 2))
+        buffer = io.BytesIO()
+        torch.save({"model": first.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+        buffer.seek(0)
+        saved = torch.load(buffer, weights_only=True)
+        resumed = self.model()
+        resumed.load_state_dict(saved["model"])
+        optimizer = GraphOptimizer.for_model(resumed, lr=1e-2)
+        optimizer.load_state_dict(saved["optimizer"])
+        self.train(resumed, optimizer, range(steps // 2, steps))
+        for (name, a), b in zip(straight.named_parameters(), resumed.parameters(), strict=True):
+            a, b = a.detach(), b.detach()
+            assert bool(torch.isfinite(a).all()), f"{name} is not finite after {steps} steps"
+            gap = float((a - b).abs().max())
+            assert gap == 0 or (self.device != "cpu" and gap <= 1e-6 * float(a.abs().max())), (
+                f"{name} of the resumed run differs from the uninterrupted one by {gap:.3g}"
+            )
+
+    def gradient_features(self) -> None:
+        from graphopt.optim import GraphOptimizer
+
+        model = self.model(features="gradients", refresh_every=2)
+        [method] = methods_of(model)
+        [obj] = method.transforms(model)
+        optimizer = GraphOptimizer.for_model(model, lr=1e-2)
+        optimizer.zero_grad()
+        model(self.batch(0)).pow(2).mean().backward()
+        raw = {p: p.grad.detach().clone() for p in obj.params}
+        optimizer.step()
+        states = optimizer.transform_state(obj)
+        before = {}
+        for param, state in states.items():
+            for key in ("gradient_sum", "vectors", "values"):
+                assert key in state, f"state has no {key!r} with accumulate_gradients=True"
+            total = state["gradient_sum"]
+            expected = raw[param].to(total.dtype)
+            gap = float((total - expected).abs().max())
+            assert gap <= 1e-6 * float(expected.abs().max()), (
+                f"gradient_sum differs from the raw gradient by {gap:.3g} after one step"
+            )
+            before[param] = state["vectors"].clone()
+        self.train(model, optimizer, range(1, 2))  # the second step refreshes the bases
+        for param, state in optimizer.transform_state(obj).items():
+            assert float(state["gradient_sum"].abs().max()) == 0, "gradient_sum not reset"
+            assert not torch.equal(state["vectors"], before[param]), (
+                "refresh left vectors unchanged"
+            )
