@@ -140,14 +140,18 @@ test = ["pytest>=8"]
 # graphopt_register hook registers what the plugin offers
 [project.entry-points.graphopt]
 {name} = "{package}.plugin"
+
+[tool.ruff]
+line-length = 100  # graphopt's style, which the example follows
 """
 
 PLUGIN = '''\
 """graphopt registration: the entry point in pyproject.toml names this module.
 
 Kept light: the {kind} {name!r} is registered by reference, so graphopt imports
-``{package}.{module}`` (and torch) on its first lookup, and ``graphopt plugins``
-and every other command stay fast.
+``{package}.{module}``
+(and torch) on its first lookup, and ``graphopt plugins`` and every other
+command stay fast.
 """
 
 import graphopt
@@ -163,7 +167,7 @@ def graphopt_register(registry):
 '''
 
 TEST = '''\
-"""The {kind} {name!r} meets graphopt's {kind} contract (docs/plugins/{kind}.md)."""
+"""graphopt's {kind} contract (docs/plugins/{kind}.md), checked for this plugin."""
 
 import graphopt
 from graphopt.testing import {check}
@@ -171,7 +175,8 @@ from graphopt.testing import {check}
 
 def test_{name}_is_registered_by_this_distribution():
     entry = graphopt.registry.entry("{kind}", "{name}")
-    assert (entry.plugin, entry.distribution) == ("{name}", "{distribution}")
+    assert entry.plugin == "{name}"
+    assert entry.distribution == "{distribution}"
 
 
 def test_{name}_meets_the_{kind}_contract():
