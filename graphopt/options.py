@@ -30,11 +30,10 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader whose floats are YAML 1.2's: ``1e-3`` and ``2E5`` are numbers."""
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+"""Floats YAML 1.2 reads and PyYAML's YAML 1.1 does not: ``1e-3``, ``2E5``, ``-1.5e+2``."""
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
 
 
 def parse_value(text: str) -> Any:

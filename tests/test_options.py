@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 
 import pytest
 import yaml
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 
 from graphopt.cli import main
 from graphopt.finetune.config import MethodSpec
-from graphopt.options import parse_options, parse_value, split_items
+from graphopt.options import EXPONENT_FLOAT, parse_options, parse_value, split_items
 
 
 @pytest.mark.parametrize(
@@ -94,11 +93,7 @@ class _Dumper(yaml.SafeDumper):
     """Quotes what YAML 1.2 reads as a float (``1e-3``), as the parser's loader does."""
 
 
-_Dumper.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
 
 
 def _typed(value: object) -> str:
