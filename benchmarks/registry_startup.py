@@ -170,7 +170,7 @@ def main() -> None:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "load_average_1min": [load_start, load_end],
-        "command": "python benchmarks/registry_startup.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/registry_startup.py", *sys.argv[1:]]),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "registry_startup.json").write_text(
