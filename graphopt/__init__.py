@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from graphopt._registry import (
     Entry,
     PluginError,
+    PluginFailure,
     PluginWarning,
     Registry,
     UnknownNameError,
@@ -44,6 +45,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Entry",
     "PluginError",
+    "PluginFailure",
     "PluginWarning",
     "Registry",
     "UnknownNameError",

@@ -1,27 +1,36 @@
 """The plugin registry: every method, graph, solver and penalty is found here.
 
-Plugins are loaded lazily, on the first lookup, never at ``import graphopt``:
+Plugins are loaded on the first lookup, never at ``import graphopt``:
 
-1. the built-in plugin modules in ``BUILTIN_PLUGINS`` (registered explicitly,
-   through the same ``graphopt_register`` hook a third party implements);
+1. graphopt's own plugins, ``BUILTIN_PLUGINS`` (registered through the same
+   ``graphopt_register`` hook a third party implements);
 2. every entry point of the ``graphopt`` group (``[project.entry-points.graphopt]``).
 
-A plugin that fails to import or to register is reported (a ``PluginWarning``
-naming it and the error) and skipped; with ``GRAPHOPT_STRICT_PLUGINS=1`` the
-failure is raised instead. ``GRAPHOPT_DISABLE_PLUGINS=a,b`` skips the plugins
-with those names (built-in or entry point); ``=all`` skips every entry point.
+A plugin registers names, not necessarily objects: ``add_lazy(kind, name,
+"package.module:attribute")`` names where the object lives, and that module
+is imported on the first ``get`` of the name. graphopt's built-ins register
+this way, so listing the registry (``graphopt plugins``) or checking a name
+imports neither torch nor transformers.
+
+A plugin that fails to import or to register (any exception, ``SystemExit``
+included; not ``KeyboardInterrupt``) is reported (a ``PluginWarning`` naming
+it, its distribution and the error) and skipped; with
+``GRAPHOPT_STRICT_PLUGINS=1`` the failure is raised instead.
+``GRAPHOPT_DISABLE_PLUGINS=a,b`` skips the plugins with those names (an entry
+point's name, or a built-in's short name such as ``lora``); ``=all`` skips
+every entry point.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 import threading
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import metadata
-from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -43,21 +52,26 @@ KINDS: tuple[str, ...] = (
 )
 """Kinds of registered things; ``Registry.add_kind`` adds more."""
 
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "graphopt.plugins.ggm_solvers",
-    "graphopt.plugins.eigensolvers",
-    "graphopt.plugins.graphs",
-    "graphopt.plugins.responses",
-    "graphopt.plugins.spectral",
-    "graphopt.plugins.lora",
-    "graphopt.plugins.linchain",
-    "graphopt.plugins.pca_ggm",
-)
-"""Modules of graphopt's own plugins, registered like any entry point."""
+BUILTIN_PLUGINS: dict[str, str] = {
+    "ggm_solvers": "graphopt.plugins.ggm_solvers",
+    "eigensolvers": "graphopt.plugins.eigensolvers",
+    "graphs": "graphopt.plugins.graphs",
+    "responses": "graphopt.plugins.responses",
+    "spectral": "graphopt.plugins.methods:spectral",
+    "lora": "graphopt.plugins.methods:lora",
+    "linchain": "graphopt.plugins.methods:linchain",
+    "pca_ggm": "graphopt.plugins.methods:pca_ggm",
+}
+"""graphopt's own plugins: short name -> ``"module[:attribute]"`` of the plugin
+object, the form an entry point's value takes. The short name is what
+``GRAPHOPT_DISABLE_PLUGINS`` and ``graphopt plugins`` call the plugin."""
+
+_REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 class PluginError(RuntimeError):
-    """A plugin failed to load or register (raised in strict mode)."""
+    """A plugin failed to load or register (strict mode), or a registered
+    reference could not be imported on lookup."""
 
 
 class PluginWarning(UserWarning):
@@ -71,16 +85,81 @@ class UnknownNameError(KeyError, ValueError):
         return str(self.args[0])
 
 
+class LazyReference:
+    """An object named by where it lives, ``"package.module:attribute.path"``,
+    imported on the first ``resolve()`` and kept from then on."""
+
+    def __init__(self, reference: str) -> None:
+        if not isinstance(reference, str) or not _REFERENCE.match(reference):
+            raise ValueError(
+                f"reference must look like 'package.module:attribute'; got {reference!r}"
+            )
+        self.reference = reference
+        self._value: Any = None
+        self._resolved = False
+
+    def resolve(self) -> Any:
+        """Import the module and return the attribute."""
+        if not self._resolved:
+            module, _, attribute = self.reference.partition(":")
+            value: Any = importlib.import_module(module)
+            for part in attribute.split("."):
+                value = getattr(value, part)
+            self._value, self._resolved = value, True
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"LazyReference({self.reference!r})"
+
+
 @dataclass(frozen=True)
 class Entry:
-    """One registered object and where it came from."""
+    """One registered object and where it came from.
+
+    ``obj`` is the object itself; for a name registered with ``add_lazy`` the
+    first access imports it (a failing import raises ``PluginError`` naming the
+    entry, its plugin and distribution). ``reference`` says where the object
+    lives (``"module:attribute"``) without importing anything.
+    """
 
     kind: str
     name: str
-    obj: Any
     plugin: str
     distribution: str
     version: str
+    target: Any = field(repr=False, compare=False)
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the entry was registered by reference (``add_lazy``)."""
+        return isinstance(self.target, LazyReference)
+
+    @property
+    def reference(self) -> str:
+        """``"module:attribute"`` of the object (as registered, or read off the object)."""
+        if isinstance(self.target, LazyReference):
+            return self.target.reference
+        module = getattr(self.target, "__module__", None)
+        qualname = getattr(self.target, "__qualname__", None)
+        if module and qualname:
+            return f"{module}:{qualname}"
+        return f"<{type(self.target).__name__} object>"
+
+    @property
+    def obj(self) -> Any:
+        """The registered object (imported now when registered by reference)."""
+        if not isinstance(self.target, LazyReference):
+            return self.target
+        try:
+            return self.target.resolve()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:
+            raise PluginError(
+                f"{self.kind} {self.name!r} of graphopt plugin {self.plugin!r} (distribution "
+                f"{self.distribution} {self.version}) could not be imported from "
+                f"{self.target.reference!r}: {type(err).__name__}: {err}"
+            ) from err
 
 
 @dataclass(frozen=True)
@@ -91,6 +170,21 @@ class PluginSource:
     load: Callable[[], Any]
     distribution: str
     version: str
+
+    @property
+    def label(self) -> str:
+        """``"name (distribution version)"``: how messages and pluggy name the plugin."""
+        return f"{self.name} ({self.distribution} {self.version})"
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that failed to load: its name, distribution and the error."""
+
+    plugin: str
+    distribution: str
+    version: str
+    error: str
 
 
 class Registrar:
@@ -109,6 +203,13 @@ class Registrar:
         self._registry._add(kind, name, obj, self._source)
         return obj
 
+    def add_lazy(self, kind: str, name: str, reference: str) -> None:
+        """Register the object at ``reference`` (``"package.module:attribute"``) as
+        ``kind`` under ``name``, without importing it: the module is imported on the
+        first ``get``. The way to keep a plugin whose objects import torch (or
+        anything heavy) from slowing down every ``graphopt`` command."""
+        self._registry._add(kind, name, LazyReference(reference), self._source)
+
     def add_kind(self, kind: str) -> None:
         """Declare a new kind of registered thing."""
         self._registry.add_kind(kind)
@@ -119,15 +220,22 @@ class Registry:
 
     def __init__(
         self,
-        builtins: tuple[str, ...] | None = None,
+        builtins: Mapping[str, str] | Sequence[str] | None = None,
         entry_point_group: str = ENTRY_POINT_GROUP,
     ) -> None:
-        self._builtins = BUILTIN_PLUGINS if builtins is None else builtins
+        """``builtins``: the plugins loaded before entry points, name -> ``"module[:attribute]"``
+        (default ``BUILTIN_PLUGINS``); a sequence of references names each by its last
+        component (``"graphopt.plugins.graphs"`` -> ``graphs``)."""
+        builtins = BUILTIN_PLUGINS if builtins is None else builtins
+        if not isinstance(builtins, Mapping):
+            builtins = {re.split(r"[.:]", ref)[-1]: ref for ref in builtins}
+        self._builtins = dict(builtins)
         self._group = entry_point_group
         self._kinds: list[str] = list(KINDS)
         self._entries: dict[tuple[str, str], Entry] = {}
-        self._failures: dict[str, str] = {}
+        self._failures: list[PluginFailure] = []
         self._plugins: list[PluginSource] = []
+        self._disabled: list[PluginSource] = []
         self._loaded = False
         self._lock = threading.RLock()
         self.pm = pluggy.PluginManager("graphopt")
@@ -143,19 +251,19 @@ class Registry:
             self._loaded = True
             disabled = _disabled_names()
             for source in self._sources(disabled):
-                self._load_one(source)
+                if source.name in disabled:
+                    self._disabled.append(source)
+                else:
+                    self._load_one(source)
 
     def _sources(self, disabled: set[str]) -> Iterator[PluginSource]:
         from graphopt import __version__
 
-        for module in self._builtins:
-            if module not in disabled:
-                yield PluginSource(module, _importer(module), "graphopt", __version__)
+        for name, reference in self._builtins.items():
+            yield PluginSource(name, _importer(reference), "graphopt", __version__)
         if "all" in disabled:
             return
         for ep in sorted(metadata.entry_points(group=self._group), key=lambda e: e.name):
-            if ep.name in disabled:
-                continue
             dist = ep.dist
             yield PluginSource(
                 ep.name,
@@ -166,29 +274,50 @@ class Registry:
 
     def _load_one(self, source: PluginSource) -> None:
         added_before = set(self._entries)
+        plugin: Any = None
+        registered = False
         try:
             plugin = source.load()
             if self.pm.is_registered(plugin):  # one module behind two names
-                raise PluginError(f"module {plugin!r} is already registered")
-            self.pm.register(plugin, name=source.name)
+                raise PluginError(f"{plugin!r} is already registered")
+            self.pm.register(plugin, name=source.label)
+            registered = True
+            _check_hooks(self.pm.get_hookcallers(plugin) or [])
             for impl in self.pm.hook.graphopt_register.get_hookimpls():
                 if impl.plugin is plugin:
                     impl.function(registry=Registrar(self, source))
-        except Exception as err:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # SystemExit too: a plugin must not end the process
             for key in set(self._entries) - added_before:  # no half-registered plugin
                 del self._entries[key]
-            if self.pm.has_plugin(source.name):
-                self.pm.unregister(name=source.name)
-            message = (
-                f"graphopt plugin {source.name!r} (distribution {source.distribution} "
-                f"{source.version}) failed to load and was skipped: {type(err).__name__}: {err}"
-            )
-            if _strict():
-                raise PluginError(message) from err
-            self._failures[source.name] = f"{type(err).__name__}: {err}"
-            warnings.warn(message, PluginWarning, stacklevel=3)
+            if registered:
+                self.pm.unregister(plugin)
+            self._fail(source, err)
             return
         self._plugins.append(source)
+
+    def _fail(self, source: PluginSource, err: BaseException) -> None:
+        error = f"{type(err).__name__}: {err}"
+        where = (
+            f"graphopt plugin {source.name!r} (distribution {source.distribution} {source.version})"
+        )
+        if _strict():
+            raise PluginError(
+                f"{where} raised {error} while loading; {STRICT_ENV} is set, so this is an "
+                f"error (unset it to skip the plugin with a warning)"
+            ) from err
+        remedy = f"set {DISABLE_ENV}={source.name} to stop loading it"
+        if source.distribution not in {"graphopt", "(runtime)", "?"}:
+            remedy += f", or uninstall it: pip uninstall {source.distribution}"
+        self._failures.append(
+            PluginFailure(source.name, source.distribution, source.version, error)
+        )
+        warnings.warn(
+            f"{where} failed to load and was skipped: {error} ({remedy})",
+            PluginWarning,
+            stacklevel=4,
+        )
 
     # -- registration ------------------------------------------------------------
 
@@ -198,7 +327,7 @@ class Registry:
         if kind not in self._kinds:
             self._kinds.append(kind)
 
-    def _add(self, kind: str, name: str, obj: Any, source: PluginSource) -> None:
+    def _add(self, kind: str, name: str, target: Any, source: PluginSource) -> None:
         self._check_kind(kind)
         _check_name("name", name)
         key = (kind, name)
@@ -209,7 +338,7 @@ class Registry:
                 f"({other.distribution}) and by plugin {source.name!r} ({source.distribution})"
             )
         self._entries[key] = Entry(
-            kind, name, obj, source.name, source.distribution, source.version
+            kind, name, source.name, source.distribution, source.version, target
         )
 
     def register(self, plugin: Any, name: str | None = None) -> None:
@@ -232,15 +361,17 @@ class Registry:
         return tuple(self._kinds)
 
     def get(self, kind: str, name: str) -> Any:
-        """The object registered as ``kind`` under ``name``.
+        """The object registered as ``kind`` under ``name`` (imported now if it was
+        registered by reference).
 
         Raises ``UnknownNameError`` listing the registered names when there is
-        no such object.
+        no such object, ``PluginError`` when its module fails to import.
         """
         return self.entry(kind, name).obj
 
     def entry(self, kind: str, name: str) -> Entry:
-        """The ``Entry`` (object and its origin) for ``kind``/``name``."""
+        """The ``Entry`` (origin, and the object on ``.obj``) for ``kind``/``name``;
+        imports nothing."""
         self.load()
         self._check_kind(kind)
         try:
@@ -267,16 +398,22 @@ class Registry:
         return sorted(chosen, key=lambda e: (order[e.kind], e.name))
 
     @property
-    def failures(self) -> dict[str, str]:
-        """Plugins that failed to load: name -> error."""
+    def failures(self) -> list[PluginFailure]:
+        """Plugins that failed to load and were skipped, in load order."""
         self.load()
-        return dict(self._failures)
+        return list(self._failures)
 
     @property
     def plugins(self) -> list[PluginSource]:
         """Plugins loaded successfully, in load order."""
         self.load()
         return list(self._plugins)
+
+    @property
+    def disabled(self) -> list[PluginSource]:
+        """Plugins skipped by name through ``GRAPHOPT_DISABLE_PLUGINS``."""
+        self.load()
+        return list(self._disabled)
 
     def _check_kind(self, kind: str) -> None:
         if kind not in self._kinds:
@@ -285,8 +422,25 @@ class Registry:
             )
 
 
-def _importer(module: str) -> Callable[[], ModuleType]:
-    return lambda: importlib.import_module(module)
+def _importer(reference: str) -> Callable[[], Any]:
+    """Loads ``"module"`` (the module itself) or ``"module:attribute"``."""
+    if ":" in reference:
+        return LazyReference(reference).resolve
+    return lambda: importlib.import_module(reference)
+
+
+def _check_hooks(callers: list[pluggy.HookCaller]) -> None:
+    """A plugin implements at least one hook, and only hooks that exist (a
+    misspelt or undecorated ``graphopt_register`` would register nothing, silently)."""
+    unknown = sorted(c.name for c in callers if not c.has_spec())
+    known = ", ".join(name for name in vars(hookspecs) if name.startswith("graphopt_"))
+    if unknown:
+        raise PluginError(f"implements hooks that do not exist: {unknown}; hooks: {known}")
+    if not callers:
+        raise PluginError(
+            f"implements no hook: mark its graphopt_register with @graphopt.hookimpl "
+            f"(hooks: {known})"
+        )
 
 
 def _check_name(what: str, value: object) -> None:

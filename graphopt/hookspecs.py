@@ -1,9 +1,10 @@
 """The hooks a graphopt plugin may implement.
 
 A plugin is a module (or object) with functions decorated by
-``graphopt.hookimpl`` whose names match the specs below. Built-in solvers and
-methods are plugins of exactly this kind; see ``graphopt.plugins`` and
-``graphopt.solvers`` for worked examples.
+``graphopt.hookimpl`` whose names match the specs below (a plugin that
+implements no hook, or a hook not listed here, fails to load). Built-in solvers
+and methods are plugins of exactly this kind; see ``graphopt.plugins`` for
+worked examples and docs/plugins/ for a guide per kind.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from graphopt.registry import Registrar
+    from graphopt._registry import Registrar
 
 hookspec = pluggy.HookspecMarker("graphopt")
 hookimpl = pluggy.HookimplMarker("graphopt")
@@ -23,10 +24,13 @@ hookimpl = pluggy.HookimplMarker("graphopt")
 def graphopt_register(registry: Registrar) -> None:
     """Register what the plugin provides.
 
-    Called once per plugin, the first time the registry is used. Call
-    ``registry.add(kind, name, obj)`` for each method, graph construction,
-    eigensolver, penalty, GGM solver, gradient transform or filter response
-    the plugin offers. Return nothing.
+    Called once per plugin, the first time the registry is used. For each
+    method, graph construction, eigensolver, penalty, GGM solver, gradient
+    transform or filter response the plugin offers, call
+    ``registry.add_lazy(kind, name, "package.module:attribute")`` (the module
+    is imported on the first lookup of the name: keep the plugin's own module
+    light) or ``registry.add(kind, name, obj)`` (an object already imported).
+    Return nothing. An exception here unregisters everything the plugin added.
     """
 
 

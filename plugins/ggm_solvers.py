@@ -5,18 +5,22 @@
   (with ``p=`` for "l2p").
 - ``ggm_solver``: "admm", "bcd": callables
   ``solver(S, structure, penalty, lam, *, omega0, progress, warn, **options) -> GGMResult``.
+
+Registered by reference: ``graphopt.solvers.ggm`` (torch) is imported on the
+first lookup.
 """
 
 from __future__ import annotations
 
 import graphopt
-from graphopt.solvers.ggm import admm, bcd
-from graphopt.solvers.ggm.penalties import L1Penalty, L2pPenalty
+from graphopt._registry import Registrar
+
+GGM = "graphopt.solvers.ggm"
 
 
 @graphopt.hookimpl
-def graphopt_register(registry: graphopt._registry.Registrar) -> None:
-    registry.add("penalty", "l1", L1Penalty)
-    registry.add("penalty", "l2p", L2pPenalty)
-    registry.add("ggm_solver", "admm", admm)
-    registry.add("ggm_solver", "bcd", bcd)
+def graphopt_register(registry: Registrar) -> None:
+    registry.add_lazy("penalty", "l1", f"{GGM}.penalties:L1Penalty")
+    registry.add_lazy("penalty", "l2p", f"{GGM}.penalties:L2pPenalty")
+    registry.add_lazy("ggm_solver", "admm", f"{GGM}.admm:admm")
+    registry.add_lazy("ggm_solver", "bcd", f"{GGM}.bcd:bcd")

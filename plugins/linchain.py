@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import graphopt
 from graphopt.layers import AdaptedLinear, WrappingMethod
 from graphopt.methods import MethodConfig, methods_of
 from graphopt.peft_export import LoraFactors, write_peft_lora
@@ -162,8 +161,3 @@ def export_peft(model: nn.Module, directory: str | Path) -> Path:
     return write_peft_lora(
         directory, layers, r=config.r, alpha=config.scale_alpha, dropout=config.dropout
     )
-
-
-@graphopt.hookimpl
-def graphopt_register(registry) -> None:  # type: ignore[no-untyped-def]
-    registry.add("method", "linchain", LinChain)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-import graphopt
 from graphopt.layers import AdaptedLinear, WrappingMethod
 from graphopt.methods import MethodConfig
 
@@ -82,8 +81,3 @@ class Lora(WrappingMethod):
             self.config.r * (layer.in_features + layer.out_features)
             for layer in self.layers(model).values()
         )
-
-
-@graphopt.hookimpl
-def graphopt_register(registry) -> None:  # type: ignore[no-untyped-def]
-    registry.add("method", "lora", Lora)

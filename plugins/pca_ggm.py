@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import graphopt
 from graphopt.io import atomic_write, atomic_write_json
 from graphopt.layers import AdaptedLinear, WrappingMethod
 from graphopt.methods import MethodConfig, methods_of
@@ -543,8 +542,3 @@ def export_delta(model: nn.Module, directory: str | Path, form: str = "dense") -
         {"format": "graphopt-delta", "method": "pca_ggm", "modules": sorted(layers)},
     )
     return directory
-
-
-@graphopt.hookimpl
-def graphopt_register(registry) -> None:  # type: ignore[no-untyped-def]
-    registry.add("method", "pca_ggm", PcaGgm)

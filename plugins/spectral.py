@@ -47,7 +47,8 @@ class SpectralConfig(MethodConfig):
             (``["weight"]``; after LoRA e.g. the factor names).
         k: number of lowest Laplacian modes per parameter (must be < its rows).
         graph: registered graph construction (kind ``graph``) over the node rows.
-        graph_options: keyword arguments of the graph construction.
+        graph_options: keyword arguments of the graph construction; empty by
+            default, so each graph runs with its own defaults (``knn_cosine``: k = 10).
         features: ``"weights"`` (pretrained rows) or ``"gradients"`` (gradient
             rows accumulated over ``refresh_every`` steps, then the basis is rebuilt).
         refresh_every: steps between basis refreshes when ``features="gradients"``.
@@ -65,7 +66,7 @@ class SpectralConfig(MethodConfig):
     parameters: list[str] = field(default_factory=lambda: ["weight"])
     k: int = 32
     graph: str = "knn_cosine"
-    graph_options: dict[str, Any] = field(default_factory=lambda: {"k": 10})
+    graph_options: dict[str, Any] = field(default_factory=dict)
     features: str = "weights"
     refresh_every: int = 100
     laplacian: str = "combinatorial"
@@ -490,9 +491,3 @@ def _validate_config(config: SpectralConfig) -> None:
             "features='gradients' collects gradient rows in the filter transform; "
             "set transform (e.g. 'spectral_filter')"
         )
-
-
-@graphopt.hookimpl
-def graphopt_register(registry: Any) -> None:
-    registry.add("method", "spectral", SpectralMethod)
-    registry.add("transform", "spectral_filter", SpectralFilter)

@@ -30,11 +30,12 @@ def test_plugins_lists_builtins_with_their_distribution(capsys):
             "plugin": e.plugin,
             "distribution": e.distribution,
             "version": e.version,
+            "object": e.reference,
         }
         for e in graphopt.registry.entries()
     ]
     assert listing["entries"] == expected
-    assert listing["failures"] == {}
+    assert listing["failures"] == []
 
 
 def test_plugins_table_has_header_and_one_row_per_entry(capsys):

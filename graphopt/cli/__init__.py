@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from graphopt import __version__
 
-COMMANDS: tuple[str, ...] = ("plugins", "finetune", "solve", "eigen")
+COMMANDS: tuple[str, ...] = ("plugins", "finetune", "solve", "eigen", "new_plugin")
 """Subcommand modules of ``graphopt.cli``, in the order ``--help`` lists them."""
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from graphopt.options import parse_options
+
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adamw",)
@@ -34,8 +36,9 @@ class MethodSpec:
 
     @classmethod
     def parse(cls, value: str | dict[str, Any] | MethodSpec) -> MethodSpec:
-        """From ``"name"``, ``"name:key=value,key=value"`` (values read as YAML
-        scalars) or a mapping ``{"name": ..., **config}``."""
+        """From ``"name"``, ``"name:key=value,key=value"`` (values read as YAML flow
+        nodes, nested ``{a: 1}`` / ``[q, v]`` included: ``graphopt.options``) or a
+        mapping ``{"name": ..., **config}``."""
         if isinstance(value, MethodSpec):
             return value
         if isinstance(value, dict):
@@ -47,13 +50,7 @@ class MethodSpec:
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"method must be a name or a mapping; got {value!r}")
         name, _, rest = value.partition(":")
-        config: dict[str, Any] = {}
-        for item in filter(None, (part.strip() for part in rest.split(","))):
-            key, sep, raw = item.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"method option {item!r} in {value!r} must look like key=value")
-            config[key.strip()] = yaml.safe_load(raw)
-        return cls(name.strip().lower(), config)
+        return cls(name.strip().lower(), parse_options(rest, f"--method {value!r}"))
 
 
 @dataclass
