@@ -23,6 +23,7 @@ SETTINGS = {
 
 
 def classifier(method: str | None = None, dropout: float = 0.1) -> torch.nn.Module:
+    """Tiny BERT classifier (seed 0) with ``method`` on query/value; ``dropout`` everywhere."""
     torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -31,9 +32,10 @@ def classifier(method: str | None = None, dropout: float = 0.1) -> torch.nn.Modu
     )  # fmt: skip
     model = transformers.BertForSequenceClassification(config)
     if method is not None:
+        adapter_dropout = {"dropout": dropout} if method in ("lora", "linchain") else {}
         graphopt.apply(
             model, method, target_modules=["query", "value"],
-            trainable_extra=r"classifier(\..*)?", **SETTINGS[method],
+            trainable_extra=r"classifier(\..*)?", **SETTINGS[method], **adapter_dropout,
         )  # fmt: skip
     return model
 

@@ -160,6 +160,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     precision = loop.add_mutually_exclusive_group()
     precision.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision")
     precision.add_argument("--fp16", action="store_true", help="float16 mixed precision (GPU)")
+    loop.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="FSDP2 full sharding across the GPUs of a torchrun job (lora, linchain)",
+    )
     loop.add_argument("--seed", type=int, help=default("seed"))
     loop.add_argument("--device", choices=["auto", "cpu", "cuda"], help=default("device"))
     loop.add_argument("--threads", type=int, help="torch CPU threads (default: graphopt's choice)")

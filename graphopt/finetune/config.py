@@ -84,6 +84,7 @@ class FinetuneConfig:
     max_grad_norm: float | None = 1.0  # None or 0: no clipping
     bf16: bool = False
     fp16: bool = False
+    fsdp: bool = False  # FSDP2 full sharding through accelerate (CUDA GPUs)
     max_length: int = 128
     seed: int = 0
     device: str = "auto"
@@ -166,7 +167,7 @@ class FinetuneConfig:
                 _integer(name, getattr(self, name), 1)
         _integer("generate_samples", self.generate_samples, 0)
         _integer("seed", self.seed, 0)
-        for name in ("gradient_checkpointing", "bf16", "fp16", "plot", "save_merged"):
+        for name in ("gradient_checkpointing", "bf16", "fp16", "fsdp", "plot", "save_merged"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
         if self.bf16 and self.fp16:

@@ -53,6 +53,7 @@ from graphopt.finetune.tasks import (
 )
 from graphopt.integrations.transformers import (
     GraphoptTrainer,
+    check_engine,
     check_finite_trainables,
     last_intact_checkpoint,
 )
@@ -91,8 +92,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_precision(config: FinetuneConfig, device: torch.device) -> None:
-    """bf16/fp16 where the device can run them, or a clear error before any work."""
+def check_device(config: FinetuneConfig, device: torch.device) -> None:
+    """bf16/fp16/FSDP where the device can run them, or a clear error before any work."""
+    if config.fsdp and device.type != "cuda":
+        raise ValueError(
+            "--fsdp needs CUDA GPUs (accelerate shards only GPU processes); on the CPU "
+            "use torchrun, which runs DDP"
+        )
     if config.fp16 and device.type != "cuda":
         raise ValueError("--fp16 needs a CUDA GPU; on the CPU use --bf16 (or neither)")
     if config.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -241,6 +247,7 @@ def training_arguments(
         remove_unused_columns=False,
         prediction_loss_only=config.task == CAUSAL_LM,
         log_level="warning",
+        **({"fsdp": "full_shard", "fsdp_config": {"fsdp_version": 2}} if config.fsdp else {}),
     )
 
 
@@ -257,13 +264,15 @@ def finetune(
     if main:
         rundir.check_output_dir(output, resume, overwrite)
     device = resolve_device(config.device)
-    check_precision(config, device)
+    check_device(config, device)
     check_methods(config)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     if not progress:
         hf_logging.disable_progress_bar()
     prepared = prepare(config)
+    if config.fsdp:
+        check_engine(prepared.model, "FSDP")
     config.task = prepared.task
     args = training_arguments(config, output, device, progress)  # joins torchrun's group
     timer, stop = StepTimer(), StopOnSignal()

@@ -169,6 +169,25 @@ def last_intact_checkpoint(
     return None
 
 
+def check_engine(model: nn.Module, engine: str) -> None:
+    """Refuse, by name, the methods of ``model`` that cannot train under ``engine``.
+
+    FSDP and DeepSpeed ZeRO re-create or flatten the parameters after the optimizer
+    is built (accelerate's ``prepare``), so the optimizer parts of a method (the
+    spectral filter, pca_ggm's mask) would silently stop acting on them. Methods
+    without such parts (lora, linchain) are fine.
+    """
+    needing = {m.name: optimizer_parts(m, model) for m in methods_of(model)}
+    needing = {name: parts for name, parts in needing.items() if parts}
+    if needing:
+        raise ValueError(
+            f"{engine} is not supported for graphopt methods whose optimizer parts need "
+            f"whole, fixed parameters: {needing} ({engine} re-creates or flattens the "
+            "parameters after the optimizer is built); use DDP (torchrun) for them, or "
+            "a method without such parts (lora, linchain)"
+        )
+
+
 def check_finite_trainables(model: nn.Module, step: int) -> None:
     """Raise ``TrainingDiverged`` naming the step if any trainable tensor is not finite."""
     bad = [
@@ -198,6 +217,7 @@ class GraphoptTrainerMixin:
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Build the Trainer's optimizer as it would, then make it a ``GraphOptimizer``."""
+        self._check_engine()
         requested = self.optimizer_cls_and_kwargs  # type: ignore[attr-defined]
         options: dict[str, Any] = {}
         if (
@@ -221,6 +241,15 @@ class GraphoptTrainerMixin:
             self.optimizer_cls_and_kwargs = requested
         self.optimizer = as_graph_optimizer(self.optimizer, self._graphopt_model(), **options)
         return self.optimizer
+
+    def _check_engine(self) -> None:
+        engine = (
+            "FSDP" if getattr(self, "is_fsdp_enabled", False)
+            else "DeepSpeed ZeRO" if getattr(self, "is_deepspeed_enabled", False)
+            else None
+        )  # fmt: skip
+        if engine is not None:
+            check_engine(self._graphopt_model(), engine)
 
     # -- saving ----------------------------------------------------------------------
 
@@ -305,6 +334,7 @@ __all__ = [
     "GraphoptTrainerMixin",
     "TrainingDiverged",
     "as_graph_optimizer",
+    "check_engine",
     "check_finite_trainables",
     "is_intact_checkpoint",
     "last_intact_checkpoint",

@@ -326,9 +326,23 @@ class GraphOptimizer(torch.optim.Optimizer):
         states: dict[torch.Tensor, State] = {}
         for param in obj.params:
             if param not in known:
+                sharded = any(_is_sharded(p) for p in known)
                 raise ValueError(
                     f"{kind}: {obj.name!r} selects a parameter of shape {tuple(param.shape)} "
                     "that is in none of the optimizer's param groups"
+                    + (
+                        "; the model's parameters were replaced by sharded ones (FSDP2's "
+                        f"fully_shard) after the method was applied, and {obj.name!r} needs "
+                        "whole parameters: train this method with DDP"
+                        if sharded
+                        else ""
+                    )
+                )
+            if _is_sharded(param) and not getattr(obj, "supports_sharded", False):
+                raise ValueError(
+                    f"{kind}: {obj.name!r} needs whole parameters, but one of shape "
+                    f"{tuple(param.shape)} is sharded (FSDP2 DTensor); train this method with "
+                    "DDP, or without sharding the parameters it selects"
                 )
             states[param] = obj.init_state(param)
         return states
@@ -365,6 +379,15 @@ def _build_base(
         )
     exempt(instance)
     return instance
+
+
+def _is_sharded(param: torch.Tensor) -> bool:
+    """Whether ``param`` is a distributed tensor (FSDP2 shards parameters as DTensors)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed
+        return False
+    return isinstance(param, DTensor)
 
 
 def _checked(objects: Sequence[Any], protocol: type, name: str) -> list[Any]:
