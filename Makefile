@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.graphopt-installed
-# The CPU wheel first: an unpinned torch would pull a multi-GB CUDA build.
+# The CPU wheel first: an unpinned torch would pull a multi-GB CUDA build. TORCH_SPEC is
+# passed to pip as words, so a CUDA build can come with its index:
+#   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
 export NO_MKDOCS_2_WARNING := 1
 SRC := graphopt solvers plugins tests benchmarks
@@ -14,7 +16,7 @@ SRC := graphopt solvers plugins tests benchmarks
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e ".[dev,demo,bench]"
 	touch $(STAMP)
 

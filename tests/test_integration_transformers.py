@@ -173,3 +173,14 @@ def test_resume_from_a_checkpoint_is_bit_identical_to_the_uninterrupted_run(tmp_
         reference.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
         assert torch.equal(want, got), name
+
+
+def test_a_second_train_call_keeps_the_graph_optimizer_and_resumes(tmp_path):
+    trainer = GraphoptTrainer(
+        model=classifier("spectral"), args=arguments(tmp_path, max_steps=4), train_dataset=dataset()
+    )
+    trainer.train()
+    first = graph_optimizer(trainer)
+    trainer.train(resume_from_checkpoint=True)  # accelerate's wrapper is not wrapped again
+    assert graph_optimizer(trainer) is first or isinstance(graph_optimizer(trainer), GraphOptimizer)
+    assert [t.name for t in graph_optimizer(trainer).transforms] == ["spectral_filter"]

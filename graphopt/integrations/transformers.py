@@ -69,8 +69,12 @@ def as_graph_optimizer(
     """``optimizer`` wrapped as the base of a ``GraphOptimizer`` for ``model``'s methods.
 
     A ``GraphOptimizer`` is returned as is, with a warning naming the method parts
-    it lacks (one built with ``GraphOptimizer(params)`` instead of ``for_model``).
+    it lacks (one built with ``GraphOptimizer(params)`` instead of ``for_model``), and one
+    inside accelerate's wrapper (a second ``train()`` call) is unwrapped.
     """
+    inner = getattr(optimizer, "optimizer", None)  # accelerate's AcceleratedOptimizer
+    if isinstance(inner, GraphOptimizer):
+        return inner
     if isinstance(optimizer, GraphOptimizer):
         have = {
             getattr(p, "name", type(p).__name__)
