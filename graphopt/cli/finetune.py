@@ -262,11 +262,13 @@ def config_values(given: dict[str, Any]) -> dict[str, Any]:
 
 def run_finetune(args: argparse.Namespace) -> int:
     from graphopt.finetune.config import FinetuneConfig
+
+    given = vars(args)
+    config = FinetuneConfig.build(config_values(given))  # before the heavy imports below
+    config.check_method_names()
     from graphopt.finetune.run import RunInterrupted, finetune
     from graphopt.integrations.transformers import TrainingDiverged
 
-    given = vars(args)
-    config = FinetuneConfig.build(config_values(given))
     try:
         results = finetune(
             config,

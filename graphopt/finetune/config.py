@@ -20,6 +20,11 @@ from graphopt.options import parse_options
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adamw",)
+TEXT_OPTIONS = (
+    "model", "train_file", "dev_file", "test_file", "text_column", "label_column",
+    "prompt_column", "completion_column", "optimizer", "schedule", "device", "output_dir",
+)  # fmt: skip
+OPTIONAL_TEXT = {"model", "train_file", "dev_file", "test_file", "output_dir"}
 CLASSIFICATION = "classification"
 CAUSAL_LM = "causal-lm"
 TASKS = (CLASSIFICATION, CAUSAL_LM)
@@ -130,6 +135,10 @@ class FinetuneConfig:
             values["methods"] = [values.pop("method")]
         if "methods" in values:
             raw = values["methods"]
+            if not isinstance(raw, str | dict | list | tuple):
+                raise ValueError(
+                    f"methods must be a method name, a mapping or a list of them; got {raw!r}"
+                )
             raw = [raw] if isinstance(raw, str | dict) else list(raw)
             values["methods"] = [MethodSpec.parse(v) for v in raw]
         if isinstance(values.get("report_to"), str):
@@ -140,6 +149,24 @@ class FinetuneConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad option (types, ranges, finiteness)."""
+        for name in TEXT_OPTIONS:
+            value = getattr(self, name)
+            optional = name in OPTIONAL_TEXT
+            if not (isinstance(value, str) and value) and not (optional and value is None):
+                kind = "a non-empty string" + (" or null" if optional else "")
+                raise ValueError(f"{name} must be {kind}; got {value!r}")
+        targets = self.target_modules
+        if targets is not None and not (
+            (isinstance(targets, str) and targets)
+            or (
+                isinstance(targets, list)
+                and targets
+                and all(isinstance(t, str) and t for t in targets)
+            )
+        ):
+            raise ValueError(
+                f"target_modules must be a regex or a non-empty list of names; got {targets!r}"
+            )
         _choice("device", self.device, DEVICES)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -186,6 +213,14 @@ class FinetuneConfig:
         if self.task is not None:
             self.check_task(self.task)
 
+    def check_method_names(self) -> None:
+        """Every method name registered (a registry lookup: no model, no torch import)."""
+        import graphopt
+
+        for spec in self.methods:
+            if spec.name != FULL_FINETUNING:
+                graphopt.registry.entry("method", spec.name)
+
     def check_task(self, task: str) -> None:
         """The options that ``task`` needs or excludes (also run once the task is
         inferred from the model)."""
@@ -198,8 +233,11 @@ class FinetuneConfig:
             raise ValueError("few_shot draws examples per class: it needs task 'classification'")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready mapping (what ``run_config.json`` stores)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """A JSON-ready mapping (what ``run_config.json`` stores), in the form a config
+        file takes: ``build(config.to_dict())`` gives the same config."""
+        values = dataclasses.asdict(self)
+        values["methods"] = [{"name": m.name, **m.config} for m in self.methods]
+        return json.loads(json.dumps(values))
 
     @property
     def is_full_finetuning(self) -> bool:
@@ -231,5 +269,5 @@ def _integer(name: str, value: Any, low: int) -> None:
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")

@@ -494,7 +494,6 @@ def evaluate_saved(
     if not config_path.is_file():
         raise FileNotFoundError(f"{str(output)!r} holds no run (no run_config.json)")
     values = json.loads(config_path.read_text(encoding="utf-8"))
-    values["methods"] = [{"name": m["name"], **m["config"]} for m in values["methods"]]
     values.update(device=device, output_dir=str(output))
     config = FinetuneConfig.build(values)
     if not ((output / "adapter").exists() or (output / "model.safetensors").exists()):
