@@ -100,7 +100,9 @@ def test_config_file_is_read_and_flags_win(tmp_path, tiny_bert_dir, topic_csv, c
     assert code == 0
     saved = json.loads((output / "run_config.json").read_text())
     assert saved["max_steps"] == 2 and saved["batch_size"] == 4
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "Loading weights" not in captured.err and "it/s" not in captured.err  # --no-progress
     assert "test accuracy" in printed
     for name in ("adapter", "checkpoints", "metrics", "results"):  # where everything went
         assert f"{name}:" in printed
