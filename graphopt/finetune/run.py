@@ -80,7 +80,7 @@ class Prepared:
     dev: list[dict[str, Any]]
     test: list[dict[str, Any]]
     test_records: Any
-    label_names: tuple[str, ...] = ()
+    """The test split before tokenisation (causal LM: where the sample prompts come from)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,22 +131,19 @@ def prepare(config: FinetuneConfig) -> Prepared:
     config.check_task(task)
     torch.manual_seed(config.seed)
     if task == CAUSAL_LM:
-        train, dev, test = lm_splits(config)
+        parts = lm_splits(config)
         model, tokenizer = load_model(config.model, task)
-        encode = lambda records: encode_lm(tokenizer, records, config.max_length)  # noqa: E731
-        labels: tuple[str, ...] = ()
+        encoded = [encode_lm(tokenizer, part, config.max_length) for part in parts]
     else:
         splits = classification_splits(config)
-        train, dev, test = splits.train, splits.dev, splits.test
-        model, tokenizer = load_model(config.model, task, len(train.label_names))
-        encode = lambda data: encode_classification(tokenizer, data, config.max_length)  # noqa: E731
-        labels = train.label_names
+        parts = (splits.train, splits.dev, splits.test)
+        model, tokenizer = load_model(config.model, task, len(splits.train.label_names))
+        encoded = [encode_classification(tokenizer, part, config.max_length) for part in parts]
     apply_methods(model, config)
-    encoded = [encode(part) for part in (train, dev, test)]
     for name, part in zip(("train", "dev", "test"), encoded, strict=True):
         if not part:
             raise ValueError(f"the {name} split holds no example after tokenisation")
-    return Prepared(config, task, model, tokenizer, *encoded, test_records=test, label_names=labels)
+    return Prepared(config, task, model, tokenizer, *encoded, test_records=parts[2])
 
 
 def apply_methods(model: nn.Module, config: FinetuneConfig) -> None:
