@@ -8,8 +8,8 @@ blocks' spectra: each component is solved on its own (the wanted solver for
 large ones, dense ``eigh`` for small ones) and the k smallest pairs of the
 union are kept, embedded back into n-vectors. This is exact, not a heuristic.
 Repeated eigenvalues within one connected component (exact symmetries such
-as a ring) remain the single-vector methods' blind spot; block methods
-(``lanczos_torch`` with block_size >= multiplicity, LOBPCG, dense) find them.
+as a ring) are the next blind spot of Krylov methods; ``multiplicity``
+certifies the answer against them.
 The components are found on the CPU (``scipy.sparse.csgraph``, O(nnz)); for
 a GPU matrix that is one copy of its pattern to the host per solve.
 """
@@ -36,7 +36,8 @@ def solve_by_components(
     *,
     min_size: int,
 ) -> BlockSolution:
-    """``solve`` each component with at least ``min_size`` nodes, ``eigh`` the others.
+    """``solve`` each component with at least ``min_size`` nodes, ``eigh`` the others
+    (a connected L smaller than ``min_size`` included).
 
     Returns the k smallest pairs of the union (values, vectors) plus the
     combined ``solver_ok`` and info (with the number of components). An
@@ -44,7 +45,7 @@ def solve_by_components(
     """
     pattern = problem.to_scipy()
     count, labels = connected_components(pattern, directed=False)
-    if count == 1:
+    if count == 1 and problem.n >= max(min_size, problem.k + 1):
         return solve(problem)
     n, k = problem.n, problem.k
     order = np.argsort(labels, kind="stable")
