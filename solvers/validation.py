@@ -119,6 +119,32 @@ def as_tensor(
     return tensor.to(device=device, dtype=target), from_numpy
 
 
+def check_device(device: Any, name: str) -> torch.device | None:
+    """``device`` (None, a string or ``torch.device``) as a usable ``torch.device``:
+    ``ValueError`` for a malformed name or a device this machine does not have."""
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:1'; got {device!r}"
+        ) from None
+    if parsed.type == "cpu":
+        return parsed
+    backend = getattr(torch, parsed.type, None)
+    if parsed.type == "mps":
+        backend = torch.backends.mps
+    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+        raise ValueError(f"{name} is {device!r} but no {parsed.type} device is available here")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if parsed.index is not None and parsed.index >= count:
+        raise ValueError(
+            f"{name} is {device!r} but this machine has {count} {parsed.type} device(s)"
+        )
+    return parsed
+
+
 def check_finite(tensor: torch.Tensor, name: str) -> None:
     """Reject NaN and infinite entries."""
     if not bool(torch.isfinite(tensor).all()):

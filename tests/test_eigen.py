@@ -293,6 +293,7 @@ def run_cli(*arguments: object) -> int:
     return main(["eigen", *map(str, arguments)])
 
 
+@pytest.mark.usefixtures("restore_threads")
 def test_cli_eigen_end_to_end_on_an_adjacency(tmp_path, capsys):
     sp.save_npz(tmp_path / "ring.npz", ring_adjacency(40))
     out, report = tmp_path / "pairs.npz", tmp_path / "report.json"
@@ -306,12 +307,14 @@ def test_cli_eigen_end_to_end_on_an_adjacency(tmp_path, capsys):
         assert pairs["vectors"].shape == (40, 3) and pairs["residuals"].max() <= 1e-6
 
 
+@pytest.mark.usefixtures("restore_threads")
 def test_cli_eigen_reads_a_dense_npy_laplacian(tmp_path, capsys):
     np.save(tmp_path / "L.npy", laplacian(path_adjacency(20)).toarray())
     assert run_cli(tmp_path / "L.npy", "-k", 2, "--out", tmp_path / "p.npz") == 0
     assert json.loads(capsys.readouterr().out)["method"] == "dense"
 
 
+@pytest.mark.usefixtures("restore_threads")
 def test_cli_eigen_reports_bad_input(tmp_path, capsys):
     np.save(tmp_path / "L.npy", np.eye(3))
     assert run_cli(tmp_path / "L.npy", "-k", 3, "--out", tmp_path / "p.npz") == 2

@@ -190,3 +190,29 @@ def test_ggm_solve_rejects_complex_and_accepts_lists():
         solve(s + 0j, lam=0.1)
     listed = solve(s.tolist(), lam=0.1)
     np.testing.assert_array_equal(listed.precision, solve(s, lam=0.1).precision)
+
+
+def test_devices_are_checked_against_this_machine(monkeypatch):
+    assert v.check_device(None, "device") is None
+    assert v.check_device("cpu", "device") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device is 'cuda:0' but no cuda device is available"):
+        v.check_device("cuda:0", "device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="this machine has 1 cuda device"):
+        v.check_device("cuda:3", "device")
+    for bad in ("gpu", "", 3.5, [0]):
+        with pytest.raises(ValueError, match="device must be a torch device"):
+            v.check_device(bad, "device")
+
+
+def test_reference_solver_names_are_checked_first():
+    from graphopt.solvers.reference import graphical_lasso_reference, omega_step_reference
+
+    with pytest.raises(ValueError, match="solver must be one of"):
+        graphical_lasso_reference(np.eye(3), 0.1, solver="ECOS")
+    with pytest.raises(ValueError, match=r"D must have the shape of S \(3, 3\)"):
+        omega_step_reference(np.eye(3), np.eye(2), 0.5)
+    solution = graphical_lasso_reference(np.eye(3) * 2.0, 0.1)
+    np.testing.assert_allclose(solution.precision, np.eye(3) / 2.0, atol=1e-5)  # S^-1: diagonal
