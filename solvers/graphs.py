@@ -120,11 +120,13 @@ def correlation_threshold(
         keep &= score > 0  # a zero weight is no edge (threshold 0, constant rows)
         r, c = keep.nonzero(as_tuple=True)
         r = r + start
-        off_diagonal = r != c
-        parts_r.append(r[off_diagonal])
-        parts_c.append(c[off_diagonal])
-        parts_w.append(score[keep][off_diagonal])
-    return _coo(torch.cat(parts_r), torch.cat(parts_c), torch.cat(parts_w), n)
+        upper = r < c  # each pair once, mirrored below: r_ij and r_ji differ by rounding
+        parts_r.append(r[upper])
+        parts_c.append(c[upper])
+        parts_w.append(score[keep][upper])
+    rows, cols = torch.cat(parts_r), torch.cat(parts_c)
+    weights = torch.cat(parts_w)
+    return _coo(torch.cat([rows, cols]), torch.cat([cols, rows]), weights.repeat(2), n)
 
 
 def partial_correlation_graph(
@@ -147,7 +149,8 @@ def partial_correlation_graph(
     if not isinstance(absolute, bool):
         raise ValueError(f"absolute must be True or False; got {absolute!r}")
     scale = diagonal.rsqrt()
-    rho = -omega * scale[:, None] * scale[None, :]
+    omega = 0.5 * (omega + omega.T)  # symmetric to the last bit, as the graph must be
+    rho = -omega * (scale[:, None] * scale[None, :])
     weight = rho.abs() if absolute else rho.clamp_min(0.0)
     weight.fill_diagonal_(0.0)
     r, c = (weight > threshold).nonzero(as_tuple=True)

@@ -71,9 +71,13 @@ def validate_adjacency(adjacency: Any, name: str = "adjacency") -> int:
 
 def degrees(adjacency: Any) -> Any:
     """Weighted degrees d_i = sum_j w_ij, as a 1-D tensor (torch input, in the dtype
-    ``laplacian`` computes in) or numpy array (scipy, numpy or list input)."""
+    ``laplacian`` computes in) or numpy array (scipy, numpy or list input); a degree
+    that overflows is a ``ValueError``."""
     validate_adjacency(adjacency)
-    return _degrees(_working_copy(adjacency))
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+        d = _degrees(_working_copy(adjacency))
+    _check_degrees_finite(d)
+    return d
 
 
 def _working_copy(adjacency: Any) -> Any:

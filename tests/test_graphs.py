@@ -265,3 +265,20 @@ def test_numpy_and_list_features_give_the_torch_answer(features):
 def test_more_bad_input_raises_a_named_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_graph_is_exactly_symmetric(features, dtype):
+    """Blockwise products give r_ij and r_ji that differ in the last bit; a graph may not
+    (validate_adjacency allows 1e-8 relative, float32 rounding is 6e-8)."""
+    rng = np.random.default_rng(4)
+    precision = np.linalg.inv(np.cov(rng.standard_normal((60, 7)), rowvar=False))
+    x = features.to(dtype)
+    for adjacency in (
+        graphs.knn_cosine(x, k=5, block_size=7),
+        graphs.gaussian_kernel(x, k=5, block_size=7),
+        graphs.correlation_threshold(x, 0.0, block_size=7),
+        graphs.partial_correlation_graph(torch.from_numpy(precision).to(dtype)),
+    ):
+        matrix = adjacency.to_dense()
+        assert torch.equal(matrix, matrix.T)

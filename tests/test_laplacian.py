@@ -160,6 +160,8 @@ def test_overflowing_degrees_are_a_value_error_not_inf(fmt):
     }[fmt]
     with pytest.raises(ValueError, match=r"degree .* overflows"):
         laplacian(huge)
+    with pytest.raises(ValueError, match=r"degree .* overflows"):
+        degrees(huge)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int64])

@@ -49,9 +49,6 @@ from graphopt.solvers.eigen.components import BlockSolution, solve_by_components
 from graphopt.solvers.eigen.multiplicity import certify_multiplicity
 from graphopt.solvers.validation import check_int_in_range, check_real
 
-MIN_SIZE = 64
-"""Components smaller than this are solved by dense ``eigh`` instead of ARPACK."""
-
 SHIFT_FRACTION = 1e-3
 """The default shift-invert sigma sits this fraction of ||L|| below the Gershgorin bound."""
 
@@ -198,7 +195,7 @@ def _solve_with_arpack(
         )
 
     with threadpool_limits(blas_threads, user_api="blas"):
-        values, vectors, solver_ok, info = solve_by_components(problem, solve, min_size=MIN_SIZE)
+        values, vectors, solver_ok, info = solve_by_components(problem, solve, min_size=1)
     return finish(
         problem, values, vectors, method, solver_ok=solver_ok, residual_tol=residual_tol, info=info
     )

@@ -7,9 +7,9 @@ is in L's null space (every combinatorial Laplacian), it is seeded as the
 first start column, so the known pair is found at once instead of being
 approximated from random data. The block holds k vectors, so every copy of a
 repeated eigenvalue among the k smallest is found (no deflated check needed).
-Components smaller than 5k (scipy's) or 3k (torch's) nodes are solved by
-dense ``eigh``: scipy's LOBPCG switches to it itself there, with a different
-return signature.
+Components smaller than 5k (scipy's) or 3k (torch's) nodes, or than
+``components.DENSE_BELOW``, are solved by dense ``eigh``: scipy's LOBPCG
+switches to it itself below 5k, with a different return signature.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from graphopt.solvers.eigen._common import (
 from graphopt.solvers.eigen.components import BlockSolution, solve_by_components
 
 AMG_SHIFT = 1e-6
-"""The AMG hierarchy is built for L + AMG_SHIFT * ||L||_inf * I (see ``lobpcg``)."""
+"""The AMG hierarchy is built for L + (AMG_SHIFT ||L||_inf - min(g, 0)) I, g the Gershgorin
+lower bound: positive definite for any symmetric L (see ``lobpcg``)."""
 
 
 def lobpcg(
@@ -52,9 +53,11 @@ def lobpcg(
 
     ``preconditioner="amg"`` applies one V-cycle of a pyamg smoothed
     aggregation hierarchy per iteration (pays off on mesh-like graphs, not on
-    high-dimensional kNN graphs). The hierarchy is built for L + 1e-6 ||L|| I:
-    on the singular L itself smoothed aggregation breaks LOBPCG down (it
-    stopped after 7 iterations at residual 7e-2 on a 2,000-node kNN graph).
+    high-dimensional kNN graphs). The hierarchy is built for L + 1e-6 ||L|| I
+    (shifted further by the Gershgorin bound when L may be indefinite): on the
+    singular L itself smoothed aggregation breaks LOBPCG down (it stopped
+    after 7 iterations at residual 7e-2 on a 2,000-node kNN graph), and on an
+    indefinite one it ran its 1,000 iterations without converging.
     ``tol`` is LOBPCG's absolute residual tolerance (default: residual_tol *
     ||L|| / 10). Connected components are solved separately (``components``).
     """
@@ -70,7 +73,8 @@ def lobpcg(
         if preconditioner == "amg":
             import pyamg
 
-            shifted = sp.csr_matrix(matrix + AMG_SHIFT * problem.norm * sp.eye_array(part.n))
+            shift = AMG_SHIFT * problem.norm - min(part.gershgorin_lower_bound(), 0.0)
+            shifted = sp.csr_matrix(matrix + shift * sp.eye_array(part.n))
             condition = _seeded(seed, pyamg.smoothed_aggregation_solver, shifted).aspreconditioner()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
