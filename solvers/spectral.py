@@ -42,7 +42,7 @@ def spectral_dirichlet_energy(
     Cost O(k * rows * cols).
     """
     matrix = _rows(X, "X")
-    _check_basis(vectors, values, matrix)
+    _check_basis(vectors, values, matrix, "X")
     coefficients = vectors.T @ matrix
     return (values * (coefficients * coefficients).sum(dim=1)).sum()
 
@@ -67,7 +67,7 @@ def spectral_filter(
     is a ``ValueError`` instead.
     """
     matrix = _rows(G, "G")
-    _check_basis(vectors, values, matrix)
+    _check_basis(vectors, values, matrix, "G")
     high_gain = check_real(high_gain, "high_gain", low=0.0, high=1.0)
     if not callable(response):
         raise ValueError(f"response must be a callable on the eigenvalues; got {response!r}")
@@ -111,8 +111,9 @@ def ideal(cutoff: float | None = None) -> Response:
 
 def _rows(X: torch.Tensor, name: str) -> torch.Tensor:
     """X as (rows, columns), after checking it is a finite floating tensor with rows."""
-    if not isinstance(X, torch.Tensor) or X.ndim < 1:
-        raise ValueError(f"{name} must be a torch tensor with rows as nodes; got {type(X)}")
+    if not isinstance(X, torch.Tensor) or X.ndim < 1 or X.shape[0] == 0 or X.numel() == 0:
+        kind = f"shape {tuple(X.shape)}" if isinstance(X, torch.Tensor) else type(X).__name__
+        raise ValueError(f"{name} must be a non-empty torch tensor with rows as nodes; got {kind}")
     _check_floating(X, name)
     check_finite(X.detach(), name)
     return X.reshape(X.shape[0], -1)
@@ -150,7 +151,7 @@ def _check_operator(L: torch.Tensor, X: torch.Tensor) -> None:
     check_finite(values, "L")
 
 
-def _check_basis(vectors: torch.Tensor, values: torch.Tensor, X: torch.Tensor) -> None:
+def _check_basis(vectors: torch.Tensor, values: torch.Tensor, X: torch.Tensor, name: str) -> None:
     if not isinstance(vectors, torch.Tensor) or not isinstance(values, torch.Tensor):
         raise ValueError(
             f"vectors and values must be torch tensors; got {type(vectors).__name__} and "
@@ -162,8 +163,8 @@ def _check_basis(vectors: torch.Tensor, values: torch.Tensor, X: torch.Tensor) -
             f"{tuple(values.shape)}"
         )
     if vectors.shape[0] != X.shape[0]:
-        raise ValueError(f"vectors have {vectors.shape[0]} rows but the input has {X.shape[0]}")
-    _check_same_kind({"input": X, "vectors": vectors, "values": values})
+        raise ValueError(f"vectors have {vectors.shape[0]} rows but {name} has {X.shape[0]}")
+    _check_same_kind({name: X, "vectors": vectors, "values": values})
     for name, tensor in (("vectors", vectors), ("values", values)):
         _check_floating(tensor, name)
         check_finite(tensor.detach(), name)

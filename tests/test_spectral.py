@@ -10,6 +10,7 @@ import graphopt
 from graphopt.solvers import spectral
 from graphopt.solvers.graphs import knn_cosine
 from graphopt.solvers.laplacian import laplacian
+from graphopt.solvers.spectral import ideal
 
 
 @pytest.fixture
@@ -217,6 +218,11 @@ def test_one_nan_gradient_entry_is_an_error_not_a_nan_column(graph, X):
         (
             lambda U, lam, X, L: spectral.spectral_dirichlet_energy(X, U, lam.int()),
             "values torch.int32",
+        ),
+        (lambda U, lam, X, L: spectral.spectral_filter(X[:0], U, lam, ideal()), "G must be a non"),
+        (
+            lambda U, lam, X, L: spectral.spectral_filter(X.half(), U, lam, ideal()),
+            "G torch.float16",
         ),
         (lambda U, lam, X, L: spectral.heat(True), "t must be"),
         (lambda U, lam, X, L: spectral.tikhonov(float("inf")), "t must be"),
