@@ -132,7 +132,7 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
         type=_threads,
         default=argparse.SUPPRESS,  # a value given before the command stands
         metavar="N",
-        help="CPU threads for torch/BLAS (default: GRAPHOPT_THREADS, else 1; see docs)",
+        help="CPU threads for torch/BLAS (default: $GRAPHOPT_THREADS, $OMP_NUM_THREADS or 1)",
     )
 
 
