@@ -9,6 +9,7 @@ change the policy; graphopt's measured default answers last).
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,15 +20,46 @@ if TYPE_CHECKING:
 def choose_eigensolver(
     n: int, nnz: int, k: int, device: str, registry: Registry | None = None
 ) -> str:
-    """The eigensolver name the ``graphopt_choose_eigensolver`` hook answers."""
+    """The eigensolver name the ``graphopt_choose_eigensolver`` hook answers.
+
+    The implementations are asked in pluggy's order and the first registered
+    eigensolver name wins. One that raises, or answers something that is not
+    a registered eigensolver, is reported (a ``PluginWarning`` naming the
+    plugin) and skipped, so a broken plugin cannot break every automatic
+    choice; with ``GRAPHOPT_STRICT_PLUGINS=1`` it raises ``PluginError``.
+    """
+    from graphopt._registry import PluginError, PluginWarning, _strict
+
     registry = registry or _default_registry()
     registry.load()
-    name = registry.pm.hook.graphopt_choose_eigensolver(n=n, nnz=nnz, k=k, device=device)
-    if name is None:
-        raise ValueError(
-            f"no plugin chose an eigensolver for n={n}, nnz={nnz}, k={k}, device={device!r}"
+    hook = registry.pm.hook.graphopt_choose_eigensolver
+    arguments = {"n": n, "nnz": nnz, "k": k, "device": device}
+    known = set(registry.names("eigensolver"))
+    for impl in reversed(hook.get_hookimpls()):  # the order pluggy calls them in
+        if impl.hookwrapper or impl.wrapper:
+            continue
+        try:
+            name = impl.function(*(arguments[key] for key in impl.argnames))
+        except Exception as err:
+            problem = f"raised {type(err).__name__}: {err}"
+            error: Exception | None = err
+        else:
+            if name is None:
+                continue
+            if isinstance(name, str) and name in known:
+                return name
+            problem = f"answered {name!r}, which is not a registered eigensolver"
+            error = None
+        message = (
+            f"graphopt plugin {impl.plugin_name!r}: graphopt_choose_eigensolver {problem}; "
+            "its answer is skipped"
         )
-    return name
+        if _strict():
+            raise PluginError(message) from error
+        warnings.warn(message, PluginWarning, stacklevel=2)
+    raise ValueError(
+        f"no plugin chose an eigensolver for n={n}, nnz={nnz}, k={k}, device={device!r}"
+    )
 
 
 def smallest_eigenpairs(

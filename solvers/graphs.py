@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 
@@ -24,7 +23,10 @@ from graphopt.solvers.validation import (
     as_tensor,
     check_finite,
     check_int_in_range,
-    check_symmetric,
+    check_matrix,
+    check_positive,
+    check_real,
+    check_square_symmetric_finite,
 )
 
 DEFAULT_BLOCK_SIZE = 2048
@@ -39,9 +41,11 @@ def knn_cosine(
     w_ij = max(0, <x_i, x_j> / (||x_i|| ||x_j||)) for j among the k most
     cosine-similar rows to i (or i among j's); negative similarities are
     clipped to 0 (their edges vanish). A zero row has similarity 0 to all.
+    Each row is divided by its largest entry first (cosine ignores row
+    scale), so no norm overflows or underflows.
     """
-    x = _features(features, k)
-    unit = x / x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    x, k, block_size = _features(features, k, block_size)
+    unit = _unit_rows(_scale_rows(x))
     rows, cols, sims = _top_k_blocks(unit, k, block_size, lambda a, b: a @ b.T)
     return _symmetrize_max(rows, cols, sims.clamp_min(0.0), x.shape[0])
 
@@ -57,11 +61,14 @@ def gaussian_kernel(
 
     w_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)) on the k nearest neighbours in
     Euclidean distance; ``bandwidth`` sigma defaults to the median distance of
-    all kNN pairs (a scale-free choice).
+    all kNN pairs (a scale-free choice). Distances are computed on x / max |x|
+    (and sigma / max |x|), so no square overflows or underflows.
     """
-    x = _features(features, k)
-    if bandwidth is not None and not (np.isfinite(bandwidth) and bandwidth > 0):
-        raise ValueError(f"bandwidth must be a positive finite number; got {bandwidth!r}")
+    x, k, block_size = _features(features, k, block_size)
+    if bandwidth is not None:
+        bandwidth = check_positive(bandwidth, "bandwidth")
+    unit = float(x.abs().max())
+    x = x / unit if unit > 0 else x
     sq_norms = (x * x).sum(dim=1)
 
     def neg_sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -70,9 +77,13 @@ def gaussian_kernel(
 
     rows, cols, neg = _top_k_blocks(x, k, block_size, neg_sq_dist)
     distances = (-neg).sqrt()
-    sigma = _median(distances) if bandwidth is None else float(bandwidth)
-    sigma = sigma if sigma > 0 else 1.0  # all kNN pairs coincide: any scale gives weight 1
-    return _symmetrize_max(rows, cols, torch.exp(neg / (2.0 * sigma**2)), x.shape[0])
+    if bandwidth is None:
+        sigma = _median(distances)
+        sigma = sigma if sigma > 0 else 1.0  # all kNN pairs coincide: any scale gives weight 1
+    else:
+        sigma = max(bandwidth / unit if unit > 0 else bandwidth, torch.finfo(x.dtype).tiny)
+    weights = torch.exp(-0.5 * (distances / sigma) ** 2)
+    return _symmetrize_max(rows, cols, weights, x.shape[0])
 
 
 def correlation_threshold(
@@ -91,15 +102,15 @@ def correlation_threshold(
     has no correlation with anything.
     """
     x, _ = as_tensor(features, "features")
-    if x.ndim != 2 or x.shape[1] < 2:
-        raise ValueError(f"features must be a 2-D (n, d) matrix with d >= 2; got {tuple(x.shape)}")
+    check_matrix(x, "features", min_columns=2)
     check_finite(x, "features")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1]; got {threshold!r}")
-    check_int_in_range(block_size, "block_size", 1)
-    centered = x - x.mean(dim=1, keepdim=True)
-    norms = centered.norm(dim=1, keepdim=True)
-    unit = torch.where(norms > 0, centered / norms.clamp_min(torch.finfo(x.dtype).tiny), 0.0)
+    threshold = check_real(threshold, "threshold", low=0.0, high=1.0)
+    if not isinstance(absolute, bool):
+        raise ValueError(f"absolute must be True or False; got {absolute!r}")
+    block_size = check_int_in_range(block_size, "block_size", 1)
+    centered = _scale_rows(x)
+    centered = centered - centered.mean(dim=1, keepdim=True)
+    unit = _unit_rows(_scale_rows(centered))
     n = x.shape[0]
     parts_r, parts_c, parts_w = [], [], []
     for start in range(0, n, block_size):
@@ -109,11 +120,13 @@ def correlation_threshold(
         keep &= score > 0  # a zero weight is no edge (threshold 0, constant rows)
         r, c = keep.nonzero(as_tuple=True)
         r = r + start
-        off_diagonal = r != c
-        parts_r.append(r[off_diagonal])
-        parts_c.append(c[off_diagonal])
-        parts_w.append(score[keep][off_diagonal])
-    return _coo(torch.cat(parts_r), torch.cat(parts_c), torch.cat(parts_w), n)
+        upper = r < c  # each pair once, mirrored below: r_ij and r_ji differ by rounding
+        parts_r.append(r[upper])
+        parts_c.append(c[upper])
+        parts_w.append(score[keep][upper])
+    rows, cols = torch.cat(parts_r), torch.cat(parts_c)
+    weights = torch.cat(parts_w)
+    return _coo(torch.cat([rows, cols]), torch.cat([cols, rows]), weights.repeat(2), n)
 
 
 def partial_correlation_graph(
@@ -128,19 +141,16 @@ def partial_correlation_graph(
     dropped, so a zero in Omega is no edge.
     """
     omega, _ = as_tensor(precision, "precision")
-    if omega.ndim != 2 or omega.shape[0] != omega.shape[1] or omega.shape[0] == 0:
-        raise ValueError(
-            f"precision must be a non-empty square matrix; got shape {tuple(omega.shape)}"
-        )
-    check_finite(omega, "precision")
-    check_symmetric(omega, "precision")
+    check_square_symmetric_finite(omega, "precision")
     diagonal = omega.diagonal()
     if bool((diagonal <= 0).any()):
         raise ValueError("precision must have a positive diagonal")
-    if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"threshold must be in [0, 1); got {threshold!r}")
+    threshold = check_real(threshold, "threshold", low=0.0, high=1.0, open_high=True)
+    if not isinstance(absolute, bool):
+        raise ValueError(f"absolute must be True or False; got {absolute!r}")
     scale = diagonal.rsqrt()
-    rho = -omega * scale[:, None] * scale[None, :]
+    omega = 0.5 * (omega + omega.T)  # symmetric to the last bit, as the graph must be
+    rho = -omega * (scale[:, None] * scale[None, :])
     weight = rho.abs() if absolute else rho.clamp_min(0.0)
     weight.fill_diagonal_(0.0)
     r, c = (weight > threshold).nonzero(as_tuple=True)
@@ -170,13 +180,27 @@ def _median(values: torch.Tensor) -> float:
     )
 
 
-def _features(features: torch.Tensor, k: int) -> torch.Tensor:
+def _features(features: torch.Tensor, k: int, block_size: int) -> tuple[torch.Tensor, int, int]:
+    """Validated (n, d) features (n >= 2, d >= 1, finite), k in [1, n) and block_size."""
     x, _ = as_tensor(features, "features")
-    if x.ndim != 2:
-        raise ValueError(f"features must be a 2-D (n, d) matrix; got shape {tuple(x.shape)}")
+    n, _ = check_matrix(x, "features")
+    if n < 2:
+        raise ValueError(f"features must have at least 2 rows (nodes); got shape {tuple(x.shape)}")
     check_finite(x, "features")
-    check_int_in_range(k, "k", 1, x.shape[0])
-    return x
+    k = check_int_in_range(k, "k", 1, n)
+    return x, k, check_int_in_range(block_size, "block_size", 1)
+
+
+def _scale_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row divided by its largest |entry| (zero rows stay zero)."""
+    peak = x.abs().amax(dim=1, keepdim=True)
+    return torch.where(peak > 0, x / peak.clamp_min(torch.finfo(x.dtype).tiny), 0.0)
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row divided by its Euclidean norm (zero rows stay zero)."""
+    norms = x.norm(dim=1, keepdim=True)
+    return torch.where(norms > 0, x / norms.clamp_min(torch.finfo(x.dtype).tiny), 0.0)
 
 
 def _top_k_blocks(
@@ -186,7 +210,6 @@ def _top_k_blocks(
     score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For each row, the k highest-scoring other rows: (rows, cols, scores), flat."""
-    check_int_in_range(block_size, "block_size", 1)
     n = x.shape[0]
     parts_c, parts_s = [], []
     for start in range(0, n, block_size):

@@ -15,7 +15,9 @@ components for every kind. A self-loop w_ii adds to d_i and is subtracted
 again by W, so it does not change the combinatorial Laplacian.
 
 A torch sparse adjacency gives a torch sparse (COO) Laplacian, a scipy sparse
-one a scipy CSR array, a dense tensor or numpy array a dense one.
+one a scipy CSR array, a dense tensor or numpy array (or nested lists) a dense
+one. Tensors keep their dtype, except half precision (computed in float32)
+and integers (float64); degrees that overflow the dtype are a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from graphopt.solvers.validation import check_symmetric_matrix
+from graphopt.solvers.validation import as_numpy, check_symmetric_matrix, working_dtype
 
 LaplacianKind = Literal["combinatorial", "symmetric", "random_walk"]
 KINDS: tuple[str, ...] = ("combinatorial", "symmetric", "random_walk")
@@ -37,19 +39,23 @@ def laplacian(adjacency: Any, kind: LaplacianKind = "combinatorial") -> Any:
 
     ``adjacency`` is validated first (square, symmetric, non-negative, finite).
     """
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
     validate_adjacency(adjacency)
-    if isinstance(adjacency, torch.Tensor) and adjacency.is_sparse_csr:
-        return _torch_sparse_laplacian(adjacency.to_sparse_coo(), kind).to_sparse_csr()
-    if isinstance(adjacency, torch.Tensor) and adjacency.layout == torch.sparse_coo:
-        return _torch_sparse_laplacian(adjacency, kind)
-    if isinstance(adjacency, torch.Tensor):
-        return _dense_laplacian(adjacency, kind)
-    if sp.issparse(adjacency):
-        return _scipy_laplacian(sp.csr_array(adjacency, dtype=np.float64), kind)
-    dense = torch.from_numpy(np.asarray(adjacency, dtype=np.float64))
-    return _dense_laplacian(dense, kind).numpy()
+    w = _working_copy(adjacency)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+        _check_degrees_finite(_degrees(w))
+    if isinstance(w, torch.Tensor) and w.is_sparse_csr:
+        result = _torch_sparse_laplacian(w.to_sparse_coo(), kind).to_sparse_csr()
+    elif isinstance(w, torch.Tensor) and w.layout == torch.sparse_coo:
+        result = _torch_sparse_laplacian(w, kind)
+    elif isinstance(w, torch.Tensor):
+        result = _dense_laplacian(w, kind)
+    else:
+        result = _scipy_laplacian(w, kind)
+    if not isinstance(adjacency, torch.Tensor) and not sp.issparse(adjacency):
+        return result.numpy()
+    return result
 
 
 def validate_adjacency(adjacency: Any, name: str = "adjacency") -> int:
@@ -64,7 +70,37 @@ def validate_adjacency(adjacency: Any, name: str = "adjacency") -> int:
 
 
 def degrees(adjacency: Any) -> Any:
-    """Weighted degrees d_i = sum_j w_ij, as a 1-D tensor or numpy array."""
+    """Weighted degrees d_i = sum_j w_ij, as a 1-D tensor (torch input, in the dtype
+    ``laplacian`` computes in) or numpy array (scipy, numpy or list input); a degree
+    that overflows is a ``ValueError``."""
+    validate_adjacency(adjacency)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+        d = _degrees(_working_copy(adjacency))
+    _check_degrees_finite(d)
+    return d
+
+
+def _working_copy(adjacency: Any) -> Any:
+    """The adjacency as the Laplacian is computed from it: torch in its working dtype
+    (half precision as float32, integers as float64), scipy as float64 CSR, numpy and
+    lists as a float64 torch tensor."""
+    if isinstance(adjacency, torch.Tensor):
+        return adjacency.detach().to(working_dtype(adjacency.dtype, "adjacency"))
+    if sp.issparse(adjacency):
+        return sp.csr_array(adjacency, dtype=np.float64)
+    return torch.from_numpy(as_numpy(adjacency, "adjacency").astype(np.float64))
+
+
+def _check_degrees_finite(d: Any) -> None:
+    finite = bool(torch.isfinite(d).all()) if isinstance(d, torch.Tensor) else np.isfinite(d).all()
+    if not finite:
+        raise ValueError(
+            "adjacency weights are too large: a degree sum_j w_ij overflows its dtype "
+            "(scale the weights down; the symmetric Laplacian does not depend on their scale)"
+        )
+
+
+def _degrees(adjacency: Any) -> Any:
     if isinstance(adjacency, torch.Tensor):
         if adjacency.layout == torch.strided:
             return adjacency.sum(dim=1)
@@ -114,7 +150,7 @@ def _torch_sparse_laplacian(w: torch.Tensor, kind: str) -> torch.Tensor:
     w = w.coalesce()
     n = w.shape[0]
     rows, cols = w.indices()
-    d = degrees(w)
+    d = _degrees(w)
     if kind == "combinatorial":
         off, diagonal = -w.values(), d
     else:

@@ -20,6 +20,9 @@ import numpy as np
 from graphopt.solvers.ggm.groups import GroupStructure, make_groups
 from graphopt.solvers.validation import as_tensor, check_positive, check_square_symmetric_finite
 
+SOLVERS = ("CLARABEL", "SCS")
+"""cvxpy solvers with tolerances set here (interior point, splitting conic)."""
+
 
 @dataclass(frozen=True)
 class ReferenceSolution:
@@ -32,6 +35,7 @@ class ReferenceSolution:
 
 def graphical_lasso_reference(S: Any, lam: float, solver: str = "CLARABEL") -> ReferenceSolution:
     """The l1 graphical lasso with unpenalized diagonal, solved by cvxpy."""
+    _check_solver(solver)
     s = _matrix(S)
     lam = check_positive(lam, "lam", allow_zero=True)
     x = cp.Variable(s.shape, symmetric=True)
@@ -44,6 +48,7 @@ def group_lasso_reference(
     S: Any, lam: float, groups: Any, solver: str = "CLARABEL"
 ) -> ReferenceSolution:
     """The group lasso GGM (phi(t) = t), solved by cvxpy."""
+    _check_solver(solver)
     s = _matrix(S)
     lam = check_positive(lam, "lam", allow_zero=True)
     structure: GroupStructure = make_groups(groups, s.shape[0])
@@ -62,8 +67,11 @@ def omega_step_reference(
     S: Any, D: Any, lambda0: float, solver: str = "CLARABEL"
 ) -> ReferenceSolution:
     """argmin_{X > 0} -log det X + tr(S X) + lambda0 ||X - D||_F^2, solved by cvxpy."""
+    _check_solver(solver)
     s = _matrix(S)
     d = _matrix(D, "D")
+    if d.shape != s.shape:
+        raise ValueError(f"D must have the shape of S {s.shape}; got {d.shape}")
     lambda0 = check_positive(lambda0, "lambda0")
     x = cp.Variable(s.shape, symmetric=True)
     return _solve(x, s, lambda0 * cp.sum_squares(x - d), solver)
@@ -73,6 +81,11 @@ def _matrix(value: Any, name: str = "S") -> np.ndarray:
     tensor = as_tensor(value, name)[0]
     check_square_symmetric_finite(tensor, name)
     return tensor.detach().cpu().double().numpy()
+
+
+def _check_solver(solver: Any) -> None:
+    if solver not in SOLVERS or solver not in cp.installed_solvers():
+        raise ValueError(f"solver must be one of {SOLVERS} (installed); got {solver!r}")
 
 
 def _solve(x: cp.Variable, s: np.ndarray, penalty: cp.Expression, solver: str) -> ReferenceSolution:

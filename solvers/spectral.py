@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from graphopt.solvers.validation import check_finite, check_real
+
 Response = Callable[[torch.Tensor], torch.Tensor]
 """A filter response: eigenvalues (k,) -> gains h(l) (k,)."""
 
@@ -40,7 +42,7 @@ def spectral_dirichlet_energy(
     Cost O(k * rows * cols).
     """
     matrix = _rows(X, "X")
-    _check_basis(vectors, values, matrix)
+    _check_basis(vectors, values, matrix, "X")
     coefficients = vectors.T @ matrix
     return (values * (coefficients * coefficients).sum(dim=1)).sum()
 
@@ -59,17 +61,24 @@ def spectral_filter(
     in [0, 1] attenuates everything outside span(U). h = 1 with high_gain = 1
     is the identity; h = 1 with high_gain = 0 is the projector U U^T.
     Returns a tensor shaped like G. Cost O(k * rows * cols).
+
+    Every entry of the output mixes a whole column of G, so one NaN in G
+    would turn its column NaN in every row: non-finite G (or U, Lambda, gains)
+    is a ``ValueError`` instead.
     """
     matrix = _rows(G, "G")
-    _check_basis(vectors, values, matrix)
-    if not 0.0 <= high_gain <= 1.0:
-        raise ValueError(f"high_gain must be in [0, 1]; got {high_gain!r}")
+    _check_basis(vectors, values, matrix, "G")
+    high_gain = check_real(high_gain, "high_gain", low=0.0, high=1.0)
+    if not callable(response):
+        raise ValueError(f"response must be a callable on the eigenvalues; got {response!r}")
     gains = response(values)
-    if gains.shape != values.shape:
+    if not isinstance(gains, torch.Tensor) or gains.shape != values.shape:
+        shape = tuple(gains.shape) if isinstance(gains, torch.Tensor) else type(gains).__name__
         raise ValueError(
             f"response must map values {tuple(values.shape)} to gains of the same shape; "
-            f"got {tuple(gains.shape)}"
+            f"got {shape}"
         )
+    check_finite(gains.detach(), "the response's gains")
     coefficients = vectors.T @ matrix
     low = vectors @ (gains[:, None] * coefficients)
     if high_gain:
@@ -79,13 +88,13 @@ def spectral_filter(
 
 def heat(t: float = 1.0) -> Response:
     """The heat-kernel response h(l) = exp(-t l) (diffusion for time t)."""
-    _check_nonnegative(t, "t")
+    t = check_real(t, "t", low=0.0)
     return lambda values: torch.exp(-t * values)
 
 
 def tikhonov(t: float = 1.0) -> Response:
     """The Tikhonov response h(l) = 1 / (1 + t l) (graph ridge smoothing)."""
-    _check_nonnegative(t, "t")
+    t = check_real(t, "t", low=0.0)
     return lambda values: 1.0 / (1.0 + t * values)
 
 
@@ -94,17 +103,39 @@ def ideal(cutoff: float | None = None) -> Response:
 
     With ``high_gain=0`` and no cutoff the filter is the projector U U^T.
     """
-    if cutoff is not None:
-        _check_nonnegative(cutoff, "cutoff")
     if cutoff is None:
         return torch.ones_like
+    cutoff = check_real(cutoff, "cutoff", low=0.0)
     return lambda values: (values <= cutoff).to(values.dtype)
 
 
 def _rows(X: torch.Tensor, name: str) -> torch.Tensor:
-    if not isinstance(X, torch.Tensor) or X.ndim < 1:
-        raise ValueError(f"{name} must be a torch tensor with rows as nodes; got {type(X)}")
+    """X as (rows, columns), after checking it is a finite floating tensor with rows."""
+    if not isinstance(X, torch.Tensor) or X.ndim < 1 or X.shape[0] == 0 or X.numel() == 0:
+        kind = f"shape {tuple(X.shape)}" if isinstance(X, torch.Tensor) else type(X).__name__
+        raise ValueError(f"{name} must be a non-empty torch tensor with rows as nodes; got {kind}")
+    _check_floating(X, name)
+    check_finite(X.detach(), name)
     return X.reshape(X.shape[0], -1)
+
+
+def _check_floating(tensor: torch.Tensor, name: str) -> None:
+    if not tensor.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor; got dtype {tensor.dtype}")
+
+
+def _check_same_kind(tensors: dict[str, torch.Tensor]) -> None:
+    """One device and one dtype for every input (a matmul needs both)."""
+    devices = {t.device for t in tensors.values()}
+    if len(devices) > 1:
+        raise ValueError(
+            f"inputs are on different devices ({', '.join(sorted(map(str, devices)))}); "
+            "put them on one device"
+        )
+    dtypes = {name: t.dtype for name, t in tensors.items()}
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{name} {dtype}" for name, dtype in dtypes.items())
+        raise ValueError(f"inputs have different dtypes ({listed}); convert them to one")
 
 
 def _check_operator(L: torch.Tensor, X: torch.Tensor) -> None:
@@ -114,24 +145,26 @@ def _check_operator(L: torch.Tensor, X: torch.Tensor) -> None:
         raise ValueError(f"L is {tuple(L.shape)} but X has {X.shape[0]} rows (nodes)")
     if L.device != X.device:
         raise ValueError(f"L is on {L.device} but X is on {X.device}; put them on one device")
+    _check_floating(L, "L")
+    _check_same_kind({"X": X, "L": L})
+    values = L.detach() if L.layout == torch.strided else L.detach().coalesce().values()
+    check_finite(values, "L")
 
 
-def _check_basis(vectors: torch.Tensor, values: torch.Tensor, X: torch.Tensor) -> None:
+def _check_basis(vectors: torch.Tensor, values: torch.Tensor, X: torch.Tensor, name: str) -> None:
+    if not isinstance(vectors, torch.Tensor) or not isinstance(values, torch.Tensor):
+        raise ValueError(
+            f"vectors and values must be torch tensors; got {type(vectors).__name__} and "
+            f"{type(values).__name__}"
+        )
     if vectors.ndim != 2 or values.ndim != 1 or vectors.shape[1] != values.shape[0]:
         raise ValueError(
             f"vectors must be (n, k) and values (k,); got {tuple(vectors.shape)} and "
             f"{tuple(values.shape)}"
         )
     if vectors.shape[0] != X.shape[0]:
-        raise ValueError(f"vectors have {vectors.shape[0]} rows but the input has {X.shape[0]}")
-    devices = {X.device, vectors.device, values.device}
-    if len(devices) > 1:
-        raise ValueError(
-            f"inputs are on different devices ({', '.join(sorted(map(str, devices)))}); "
-            "put them on one device"
-        )
-
-
-def _check_nonnegative(value: float, name: str) -> None:
-    if not (isinstance(value, (int, float)) and value >= 0 and value != float("inf")):
-        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+        raise ValueError(f"vectors have {vectors.shape[0]} rows but {name} has {X.shape[0]}")
+    _check_same_kind({name: X, "vectors": vectors, "values": values})
+    for name, tensor in (("vectors", vectors), ("values", values)):
+        _check_floating(tensor, name)
+        check_finite(tensor.detach(), name)

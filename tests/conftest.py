@@ -168,3 +168,25 @@ def lm_text_jsonl(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lm_prompt_jsonl(tmp_path_factory) -> Path:
     return write_lm_jsonl(tmp_path_factory.mktemp("lm") / "prompt.jsonl", "prompt")
+
+
+@pytest.fixture
+def restore_threads():
+    """Undo what ``graphopt.cli.main`` sets for the process: torch's and the BLAS/OpenMP
+    thread pools, and the exported ``*_NUM_THREADS`` variables."""
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    from graphopt.threads import ENV_EXPORTS
+
+    saved_env = {name: os.environ.get(name) for name in ENV_EXPORTS}
+    saved_torch = torch.get_num_threads()
+    with threadpool_limits(limits=None):  # restores the pools' sizes on exit
+        yield
+    torch.set_num_threads(saved_torch)
+    for name, value in saved_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

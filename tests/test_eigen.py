@@ -118,9 +118,9 @@ def test_zero_multiplicity_equals_number_of_components(name):
 
 
 def test_symmetric_normalized_laplacian_of_ring():
-    L = laplacian(ring_adjacency(60), "symmetric")  # = combinatorial / 2 for a 2-regular graph
+    L = laplacian(ring_adjacency(80), "symmetric")  # = combinatorial / 2 for a 2-regular graph
     result = smallest(L, 5, method="lanczos_torch")
-    np.testing.assert_allclose(result.values, ring_spectrum(60)[:5] / 2, atol=1e-8)
+    np.testing.assert_allclose(result.values, ring_spectrum(80)[:5] / 2, atol=1e-8)
 
 
 @pytest.mark.parametrize("name", SLOW_TORCH_LOBPCG)
@@ -158,10 +158,10 @@ def test_torch_sparse_input_gives_torch_output_in_its_dtype(name):
 
 
 def test_float32_dense_tensor_uses_the_float32_tolerance():
-    L = torch.from_numpy(laplacian(path_adjacency(50)).toarray()).float()
+    L = torch.from_numpy(laplacian(path_adjacency(70)).toarray()).float()
     result = smallest(L, 3, method="lanczos_torch")
     assert result.values.dtype == torch.float32 and result.converged
-    np.testing.assert_allclose(result.values.numpy(), path_spectrum(50)[:3], atol=1e-4)
+    np.testing.assert_allclose(result.values.numpy(), path_spectrum(70)[:3], atol=1e-4)
 
 
 def test_not_converging_sets_flag_and_warns():
@@ -201,19 +201,25 @@ def test_random_walk_laplacian_is_rejected_with_advice():
         smallest(laplacian(adjacency, "random_walk"), 1, method="dense")
 
 
-def test_torch_lobpcg_needs_three_k_rows():
-    with pytest.raises(ValueError, match="n >= 3k"):
-        smallest(torch.eye(8, dtype=torch.float64), 3, method="torch_lobpcg")
+@pytest.mark.parametrize(("name", "n", "k"), [("torch_lobpcg", 8, 3), ("lanczos_torch", 10, 4)])
+def test_matrices_below_a_solvers_minimum_size_are_solved_densely(name, n, k):
+    result = smallest(laplacian(path_adjacency(n)), k, method=name)
+    np.testing.assert_allclose(result.values, path_spectrum(n)[:k], atol=1e-12)
+    assert result.converged and result.info["components"] == 1
 
 
-def test_lanczos_rejects_tiny_matrices():
-    with pytest.raises(ValueError, match="lanczos_torch needs n >="):
-        smallest(np.eye(10), 4, method="lanczos_torch")
+def test_shift_invert_sigma_must_lie_below_the_spectrum():
+    L = laplacian(path_adjacency(80))
+    with pytest.raises(ValueError, match="sigma must lie below the spectrum"):
+        smallest(L, 2, method="arpack_shift_invert", sigma=0.0)
+    result = smallest(L, 3, method="arpack_shift_invert", sigma=-0.5)
+    np.testing.assert_allclose(result.values, path_spectrum(80)[:3], atol=1e-9)
 
 
-def test_shift_invert_needs_a_negative_shift():
-    with pytest.raises(ValueError, match="sigma must be negative"):
-        smallest(np.eye(10), 2, method="arpack_shift_invert", sigma=0.0)
+def test_shift_invert_default_sigma_handles_an_indefinite_matrix():
+    L = laplacian(path_adjacency(100)) - 0.7 * sp.eye_array(100)  # eigenvalues from -0.7
+    result = smallest(L, 4, method="arpack_shift_invert")
+    np.testing.assert_allclose(result.values, path_spectrum(100)[:4] - 0.7, atol=1e-9)
 
 
 def test_default_policy_by_size_and_device():
@@ -287,6 +293,7 @@ def run_cli(*arguments: object) -> int:
     return main(["eigen", *map(str, arguments)])
 
 
+@pytest.mark.usefixtures("restore_threads")
 def test_cli_eigen_end_to_end_on_an_adjacency(tmp_path, capsys):
     sp.save_npz(tmp_path / "ring.npz", ring_adjacency(40))
     out, report = tmp_path / "pairs.npz", tmp_path / "report.json"
@@ -300,15 +307,230 @@ def test_cli_eigen_end_to_end_on_an_adjacency(tmp_path, capsys):
         assert pairs["vectors"].shape == (40, 3) and pairs["residuals"].max() <= 1e-6
 
 
+@pytest.mark.usefixtures("restore_threads")
 def test_cli_eigen_reads_a_dense_npy_laplacian(tmp_path, capsys):
     np.save(tmp_path / "L.npy", laplacian(path_adjacency(20)).toarray())
     assert run_cli(tmp_path / "L.npy", "-k", 2, "--out", tmp_path / "p.npz") == 0
     assert json.loads(capsys.readouterr().out)["method"] == "dense"
 
 
+@pytest.mark.usefixtures("restore_threads")
 def test_cli_eigen_reports_bad_input(tmp_path, capsys):
     np.save(tmp_path / "L.npy", np.eye(3))
     assert run_cli(tmp_path / "L.npy", "-k", 3, "--out", tmp_path / "p.npz") == 2
     assert "k must be" in capsys.readouterr().err
     assert run_cli(tmp_path / "missing.npz", "--out", tmp_path / "p.npz") == 2
     assert not (tmp_path / "p.npz").exists()
+
+
+# -- robustness: small graphs, repeated eigenvalues, units, dtypes, options, plugins ----------
+
+
+def spider_adjacency(legs: int, length: int) -> sp.csr_array:
+    """``legs`` paths of ``length`` nodes joined at one hub: every eigenvalue of a leg's
+    antisymmetric modes has multiplicity legs - 1 (exact symmetry, one component)."""
+    n = 1 + legs * length
+    rows, cols = [], []
+    for leg in range(legs):
+        previous = 0
+        for step in range(length):
+            node = 1 + leg * length + step
+            rows += [previous, node]
+            cols += [node, previous]
+            previous = node
+    return sp.csr_array((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+
+
+@pytest.mark.parametrize("name", ["lobpcg", "lobpcg_amg", "torch_lobpcg", "arpack_flipped"])
+@pytest.mark.parametrize("n", [5, 9, 12, 40])
+def test_small_connected_graphs_are_solved(name, n):
+    """A connected L below a solver's minimum size goes to dense eigh (lobpcg crashed)."""
+    result = solve(name, laplacian(path_adjacency(n)), 2)
+    np.testing.assert_allclose(result.values, path_spectrum(n)[:2], atol=1e-9)
+    assert result.converged
+
+
+@pytest.mark.parametrize("name", SLOW_TORCH_LOBPCG)
+def test_ring_of_400_finds_every_double_eigenvalue(name):
+    """The default-policy size where flipped ARPACK skipped the second copy of each pair."""
+    result = solve(name, laplacian(ring_adjacency(400)), 9)
+    np.testing.assert_allclose(result.values, ring_spectrum(400)[:9], atol=1e-9)
+    assert result.converged
+    np.testing.assert_allclose(result.vectors.T @ result.vectors, np.eye(9), atol=1e-6)
+
+
+def test_default_choice_on_a_ring_of_400_is_correct():
+    L = laplacian(ring_adjacency(400))
+    result = smallest_eigenpairs(L, 16)
+    assert result.method == "arpack_flipped"
+    np.testing.assert_allclose(result.values, ring_spectrum(400)[:16], atol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+@pytest.mark.parametrize("legs", [3, 7])
+def test_multiplicity_beyond_the_block_size_is_found(name, legs):
+    L = laplacian(spider_adjacency(legs, 25))
+    expected = np.linalg.eigvalsh(L.toarray())[:16]
+    result = solve(name, L, 16)
+    np.testing.assert_allclose(result.values, expected, atol=1e-8)
+    assert result.converged
+
+
+def test_an_uncertified_answer_is_not_converged():
+    """If the complement search cannot run, a single-vector answer is not a certificate."""
+    from graphopt.solvers.eigen._common import prepare
+    from graphopt.solvers.eigen.multiplicity import certify_multiplicity
+
+    part = prepare(laplacian(ring_adjacency(200)), 3)
+    values = torch.tensor(ring_spectrum(200)[[0, 1, 3]])  # the second copy of lambda_1 missing
+    vectors = torch.zeros(200, 3, dtype=torch.float64)
+
+    def failing(part, locked, count, round_):
+        return torch.empty(0), torch.empty(200, 0), False, {}
+
+    *_, ok, info = certify_multiplicity(
+        part, (values, vectors, True, {}), failing, block_size=1, tolerance=1e-6
+    )
+    assert not ok and not info["multiplicity"]["certified"]
+
+    def finds_the_copy(part, locked, count, round_):
+        return values[1:2], torch.ones(200, 1, dtype=torch.float64) / 200**0.5, True, {}
+
+    found, _, ok, _ = certify_multiplicity(
+        part, (values, vectors, True, {}), finds_the_copy, block_size=1, tolerance=1e-6
+    )
+    np.testing.assert_allclose(found.numpy(), ring_spectrum(200)[:3])
+
+
+SCALES = [1e-150, 1e-40, 1e-8, 1.0, 1e8, 1e40, 1e150]
+
+
+@pytest.mark.parametrize("name", SLOW_TORCH_LOBPCG)
+@pytest.mark.parametrize("scale", SCALES)
+def test_eigenpairs_scale_with_the_matrix(name, scale):
+    """smallest(c L) = c smallest(L), same vectors, for c across 300 orders of magnitude."""
+    L = knn_laplacian(120, seed=9)
+    reference = solve(name, L, 4)
+    scaled = solve(name, L * scale, 4)
+    np.testing.assert_allclose(
+        scaled.values, reference.values * scale, rtol=1e-7, atol=1e-9 * scale
+    )
+    np.testing.assert_allclose(scaled.vectors, reference.vectors, atol=1e-6)
+    assert scaled.converged and np.isfinite(scaled.residuals).all()
+
+
+def test_row_sums_that_overflow_are_rescaled():
+    L = knn_laplacian(100, seed=10) * 1e307  # entries finite, row sums past float64's max
+    result = solve("dense", L, 3)
+    reference = solve("dense", knn_laplacian(100, seed=10), 3)
+    np.testing.assert_allclose(result.values / 1e307, reference.values, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("matrix", "message"),
+    [
+        (np.eye(4) * (1 + 1j), "L must hold real numbers"),
+        (sp.csr_array(np.eye(4) * (1 + 1j)), "L must hold real numbers"),
+        (torch.eye(4, dtype=torch.complex128), "L must hold real numbers"),
+        (np.eye(4, dtype=bool), "L must hold real numbers"),
+        (torch.eye(4, dtype=torch.bool), "L must hold real numbers"),
+        ([["a", "b"], ["c", "d"]], "L must hold real numbers"),
+        ([[1.0, 2.0], [3.0]], "L must be a numeric array"),
+        (np.zeros((0, 0)), "non-empty square"),
+        (np.float64(3.0), "non-empty square"),
+    ],
+)
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_bad_element_types_are_rejected(name, matrix, message):
+    with pytest.raises(ValueError, match=message):
+        solve(name, matrix, 1)
+
+
+def test_integer_lists_and_half_precision_are_accepted_as_documented():
+    L = laplacian(path_adjacency(12)).toarray()
+    expected = path_spectrum(12)[:3]
+    listed = smallest_eigenpairs(L.astype(int).tolist(), 3)
+    np.testing.assert_allclose(listed.values, expected, atol=1e-12)
+    half = smallest(torch.from_numpy(L).to(torch.bfloat16), 3, method="dense")
+    assert half.values.dtype == torch.float32  # computed in float32, documented
+    np.testing.assert_allclose(half.values.numpy(), expected, atol=1e-5)
+
+
+def test_requires_grad_input_is_detached():
+    L = torch.from_numpy(laplacian(path_adjacency(10)).toarray()).requires_grad_()
+    result = smallest(L, 2, method="dense")
+    assert not result.values.requires_grad and not result.vectors.requires_grad
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("arpack_flipped", {"tol": -1.0}, "tol must be > 0"),
+        ("arpack_flipped", {"ncv": 2}, "ncv must be >= 4"),
+        ("arpack_flipped", {"max_iter": 0}, "max_iter must be >= 1"),
+        ("arpack_flipped", {"blas_threads": 0}, "blas_threads must be >= 1"),
+        ("arpack_shift_invert", {"sigma": "low"}, "sigma must be a real number"),
+        ("lobpcg", {"seed": -1}, "seed must be >= 0"),
+        ("lobpcg", {"seed": 1.5}, "seed must be an integer"),
+        ("torch_lobpcg", {"residual_tol": float("nan")}, "residual_tol must be a finite"),
+        ("lanczos_torch", {"block_size": 0}, "block_size must be >= 1"),
+        ("lanczos_torch", {"max_restarts": True}, "max_restarts must be an integer"),
+        ("lanczos_torch", {"basis_size": 3}, "basis_size must be >= "),
+        ("dense", {"residual_tol": 0}, "residual_tol must be > 0"),
+    ],
+)
+def test_bad_options_name_the_option(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        solve(name, laplacian(path_adjacency(90)), 3, **options)
+
+
+def test_k_is_an_exact_integer():
+    L = laplacian(path_adjacency(20))
+    assert smallest(L, 2.0, method="dense").values.shape == (2,)
+    for bad in (2.5, True, "2", None):
+        with pytest.raises(ValueError, match="k must be an integer"):
+            smallest_eigenpairs(L, bad)
+
+
+class RaisingChooser:
+    @graphopt.hookimpl(tryfirst=True)
+    def graphopt_choose_eigensolver(self, n: int, nnz: int, k: int, device: str) -> str | None:
+        raise RuntimeError("policy server unreachable")
+
+
+class UnknownChooser:
+    @graphopt.hookimpl(tryfirst=True)
+    def graphopt_choose_eigensolver(self, n: int, nnz: int, k: int, device: str) -> str | None:
+        return "no_such_solver"
+
+
+@pytest.mark.parametrize(
+    ("plugin", "problem"),
+    [(RaisingChooser(), "raised RuntimeError"), (UnknownChooser(), "'no_such_solver'")],
+)
+def test_a_broken_choice_plugin_is_reported_and_skipped(plugin, problem, monkeypatch):
+    from graphopt._registry import PluginError, PluginWarning
+
+    registry = Registry(builtins=BUILTIN_PLUGINS, entry_point_group="graphopt-test-none")
+    registry.register(PreferLobpcg(), name="prefer_lobpcg")
+    registry.register(plugin, name="broken_chooser")
+    large = knn_laplacian(120, seed=7)
+    with pytest.warns(PluginWarning, match=f"'broken_chooser'.*{problem}"):
+        assert smallest_eigenpairs(large, 3, registry=registry).method == "lobpcg"
+    with pytest.warns(PluginWarning, match="broken_chooser"):  # the built-in policy last
+        assert choose_eigensolver(30, 88, 3, "cpu", registry=registry) == "dense"
+    monkeypatch.setenv("GRAPHOPT_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="broken_chooser"):
+        choose_eigensolver(30, 88, 3, "cpu", registry=registry)
+
+
+@pytest.mark.parametrize("name", SLOW_TORCH_LOBPCG)
+def test_an_indefinite_symmetric_matrix_is_solved_by_every_solver(name):
+    """Not only Laplacians: LOBPCG's AMG hierarchy (built on a singular or indefinite L)
+    did not converge here until it was shifted by the Gershgorin bound."""
+    rng = np.random.default_rng(11)
+    weights = np.triu(rng.random((90, 90)) * (rng.random((90, 90)) < 0.3), 1)
+    L = weights + weights.T - np.diag(rng.standard_normal(90))
+    result = solve(name, L, 5)
+    np.testing.assert_allclose(result.values, np.linalg.eigvalsh(L)[:5], atol=1e-8)
+    assert result.converged

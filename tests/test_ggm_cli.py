@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from graphopt.cli import main
 from graphopt.solvers.ggm import solve
+
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def test_solve_ggm_from_csv_data_writes_precision_report_and_plot(tmp_path, capsys):

@@ -186,3 +186,99 @@ def test_node_features_whole_tensors_become_one_set():
 def test_node_features_bad_requests_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         node_features(TwoLayers(), **kwargs)
+
+
+# -- robustness: units, dtypes, bad input --------------------------------------------------
+
+SCALES = [1e-150, 1e-30, 1e-6, 1.0, 1e6, 1e30, 1e150]
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda x: graphs.knn_cosine(x, k=4),
+        lambda x: graphs.gaussian_kernel(x, k=4),
+        lambda x: graphs.correlation_threshold(x, 0.3),
+    ],
+    ids=["knn_cosine", "gaussian_kernel", "correlation_threshold"],
+)
+def test_graphs_do_not_depend_on_the_units_of_the_features(features, build, scale):
+    """Scale-free constructions give the same graph for c x, c across 300 decades."""
+    np.testing.assert_allclose(
+        dense(build(features * scale)), dense(build(features)), rtol=1e-12, atol=1e-14
+    )
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_explicit_bandwidth_scales_with_the_features(features, scale):
+    reference = dense(graphs.gaussian_kernel(features, k=4, bandwidth=2.0))
+    scaled = dense(graphs.gaussian_kernel(features * scale, k=4, bandwidth=2.0 * scale))
+    np.testing.assert_allclose(scaled, reference, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_partial_correlations_do_not_depend_on_the_units(scale):
+    rng = np.random.default_rng(3)
+    precision = np.linalg.inv(np.cov(rng.standard_normal((50, 5)), rowvar=False))
+    reference = dense(graphs.partial_correlation_graph(precision))
+    np.testing.assert_allclose(
+        dense(graphs.partial_correlation_graph(precision * scale)), reference, rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_features_are_computed_in_float32(features, dtype):
+    adjacency = graphs.knn_cosine(features.to(dtype), k=3)
+    assert adjacency.dtype == torch.float32
+    expected = dense(graphs.knn_cosine(features.to(dtype).float(), k=3))
+    np.testing.assert_array_equal(dense(adjacency), expected)
+
+
+def test_numpy_and_list_features_give_the_torch_answer(features):
+    reference = dense(graphs.knn_cosine(features, k=3))
+    np.testing.assert_array_equal(dense(graphs.knn_cosine(features.numpy(), k=3)), reference)
+    np.testing.assert_array_equal(dense(graphs.knn_cosine(features.tolist(), k=3)), reference)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: graphs.knn_cosine(torch.ones(5, 0), k=2), "at least 1 row and 1 column"),
+        (lambda: graphs.gaussian_kernel(torch.ones(5, 0), k=2), "at least 1 row and 1 column"),
+        (lambda: graphs.knn_cosine(torch.ones(0, 3), k=1), "at least 1 row"),
+        (lambda: graphs.knn_cosine(torch.ones(1, 3), k=1), "at least 2 rows"),
+        (lambda: graphs.gaussian_kernel(torch.ones(5, 2), k=2, bandwidth="x"), "bandwidth"),
+        (lambda: graphs.gaussian_kernel(torch.ones(5, 2), k=2, bandwidth=np.nan), "bandwidth"),
+        (lambda: graphs.knn_cosine(torch.ones(5, 2), k=2.5), "k must be an integer"),
+        (lambda: graphs.knn_cosine(torch.ones(5, 2), k=True), "k must be an integer"),
+        (lambda: graphs.knn_cosine(torch.ones(5, 2), k=2, block_size=0), "block_size"),
+        (lambda: graphs.knn_cosine(torch.ones(5, 2) * 1j, k=2), "features must hold real"),
+        (lambda: graphs.knn_cosine(torch.ones(5, 2).to_sparse(), k=2), "dense array"),
+        (lambda: graphs.correlation_threshold(torch.ones(5, 2), "x"), "threshold"),
+        (lambda: graphs.correlation_threshold(torch.ones(5, 1)), "2 column"),
+        (lambda: graphs.correlation_threshold(torch.ones(5, 3), absolute=1), "absolute"),
+        (lambda: graphs.partial_correlation_graph(torch.eye(3), threshold=1.0), "threshold"),
+        (lambda: graphs.partial_correlation_graph(np.zeros((0, 0))), "precision must not be empty"),
+    ],
+)
+def test_more_bad_input_raises_a_named_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_graph_is_exactly_symmetric(features, dtype):
+    """Blockwise products give r_ij and r_ji that differ in the last bit; a graph may not
+    (validate_adjacency allows 1e-8 relative, float32 rounding is 6e-8)."""
+    rng = np.random.default_rng(4)
+    precision = np.linalg.inv(np.cov(rng.standard_normal((60, 7)), rowvar=False))
+    x = features.to(dtype)
+    for adjacency in (
+        graphs.knn_cosine(x, k=5, block_size=7),
+        graphs.gaussian_kernel(x, k=5, block_size=7),
+        graphs.correlation_threshold(x, 0.0, block_size=7),
+        graphs.partial_correlation_graph(torch.from_numpy(precision).to(dtype)),
+    ):
+        matrix = adjacency.to_dense()
+        assert torch.equal(matrix, matrix.T)

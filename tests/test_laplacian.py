@@ -132,3 +132,50 @@ def test_bad_adjacency_raises_named_value_error(fmt, matrix, message):
 def test_unknown_kind_is_rejected():
     with pytest.raises(ValueError, match="kind must be one of"):
         laplacian(WEIGHTS, "normalized")
+
+
+@pytest.mark.parametrize("fmt", ["numpy", "scipy", "torch_dense", "torch_coo"])
+@pytest.mark.parametrize("scale", [1e-300, 1e-150, 1e-8, 1e8, 1e150, 1e300])
+def test_laplacians_scale_with_the_weights(fmt, scale):
+    """L(c W) = c L(W) for the combinatorial kind; the normalized kinds do not change."""
+
+    def scaled(name):
+        matrix = as_format(name)
+        return matrix * scale
+
+    for kind in KINDS:
+        expected = reference(kind) * (scale if kind == "combinatorial" else 1.0)
+        np.testing.assert_allclose(
+            to_numpy(laplacian(scaled(fmt), kind)), expected, rtol=1e-12, atol=0
+        )
+
+
+@pytest.mark.parametrize("fmt", ["numpy", "scipy", "torch_dense", "torch_coo"])
+def test_overflowing_degrees_are_a_value_error_not_inf(fmt):
+    huge = {
+        "numpy": WEIGHTS * 5e307,
+        "scipy": sp.csr_array(WEIGHTS * 5e307),
+        "torch_dense": torch.from_numpy(WEIGHTS * 5e307),
+        "torch_coo": torch.from_numpy(WEIGHTS * 5e307).to_sparse(),
+    }[fmt]
+    with pytest.raises(ValueError, match=r"degree .* overflows"):
+        laplacian(huge)
+    with pytest.raises(ValueError, match=r"degree .* overflows"):
+        degrees(huge)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int64])
+def test_half_and_integer_adjacencies_use_their_working_dtype(dtype):
+    result = laplacian(torch.from_numpy(WEIGHTS * 2).to(dtype), "combinatorial")
+    assert result.dtype == (torch.float64 if dtype == torch.int64 else torch.float32)
+    np.testing.assert_allclose(result.double().numpy(), reference("combinatorial") * 2)
+
+
+def test_lists_and_bad_element_types():
+    np.testing.assert_allclose(laplacian(WEIGHTS.tolist()), reference("combinatorial"))
+    np.testing.assert_allclose(degrees(WEIGHTS.tolist()), WEIGHTS.sum(axis=1))
+    for bad in (WEIGHTS * 1j, WEIGHTS > 0, [["a"]]):
+        with pytest.raises(ValueError, match="adjacency must hold real numbers"):
+            laplacian(bad)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        laplacian(WEIGHTS, ["symmetric"])

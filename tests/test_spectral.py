@@ -10,6 +10,7 @@ import graphopt
 from graphopt.solvers import spectral
 from graphopt.solvers.graphs import knn_cosine
 from graphopt.solvers.laplacian import laplacian
+from graphopt.solvers.spectral import ideal
 
 
 @pytest.fixture
@@ -175,3 +176,60 @@ def test_filter_and_energy_run_on_cuda(graph, X):
     energy = spectral.dirichlet_energy(X.cuda(), L.cuda())
     assert energy.is_cuda
     np.testing.assert_allclose(float(energy), float(spectral.dirichlet_energy(X, L)), rtol=1e-10)
+
+
+def test_one_nan_gradient_entry_is_an_error_not_a_nan_column(graph, X):
+    """It spread to every row of its column (U U^T mixes all rows), silently."""
+    values, vectors = full_basis(graph[1])
+    G = X.clone()
+    G[3, 1, 0] = float("nan")
+    with pytest.raises(ValueError, match="G contains NaN or infinite values"):
+        spectral.spectral_filter(G, vectors[:, :6], values[:6], spectral.heat(1.0))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda U, lam, X, L: spectral.spectral_filter(X, U.float(), lam, spectral.ideal()),
+            "dtypes",
+        ),
+        (
+            lambda U, lam, X, L: spectral.spectral_filter(X.int(), U, lam, spectral.ideal()),
+            "floating",
+        ),
+        (
+            lambda U, lam, X, L: spectral.spectral_filter(X, U, lam * np.nan, spectral.ideal()),
+            "values",
+        ),
+        (lambda U, lam, X, L: spectral.spectral_filter(X, U, lam, lambda v: v * np.inf), "gains"),
+        (lambda U, lam, X, L: spectral.spectral_filter(X, U, lam, lambda v: 1.0), "same shape"),
+        (lambda U, lam, X, L: spectral.spectral_filter(X, U, lam, "heat"), "callable"),
+        (
+            lambda U, lam, X, L: spectral.spectral_filter(X, U, lam, spectral.ideal(), "x"),
+            "high_gain",
+        ),
+        (
+            lambda U, lam, X, L: spectral.spectral_filter(X, U.numpy(), lam, spectral.ideal()),
+            "torch",
+        ),
+        (lambda U, lam, X, L: spectral.dirichlet_energy(X * np.inf, L), "X contains NaN"),
+        (lambda U, lam, X, L: spectral.dirichlet_energy(X, L.float()), "dtypes"),
+        (
+            lambda U, lam, X, L: spectral.spectral_dirichlet_energy(X, U, lam.int()),
+            "values torch.int32",
+        ),
+        (lambda U, lam, X, L: spectral.spectral_filter(X[:0], U, lam, ideal()), "G must be a non"),
+        (
+            lambda U, lam, X, L: spectral.spectral_filter(X.half(), U, lam, ideal()),
+            "G torch.float16",
+        ),
+        (lambda U, lam, X, L: spectral.heat(True), "t must be"),
+        (lambda U, lam, X, L: spectral.tikhonov(float("inf")), "t must be"),
+        (lambda U, lam, X, L: spectral.ideal("x"), "cutoff must be"),
+    ],
+)
+def test_more_bad_input_raises_named_value_error(graph, X, call, message):
+    values, vectors = full_basis(graph[1])
+    with pytest.raises(ValueError, match=message):
+        call(vectors[:, :4], values[:4], X, graph[1])

@@ -1,7 +1,8 @@
 """``graphopt eigen``: the k smallest eigenpairs of a matrix file.
 
 The matrix is a scipy sparse ``.npz`` (``scipy.sparse.save_npz``), an ``.npz``
-holding a single dense array, or a dense ``.npy``. With ``--adjacency`` it is
+holding a single dense array, or a dense ``.npy`` (never unpickled; see
+``graphopt.cli.files``). With ``--adjacency`` it is
 a graph's weighted adjacency and its ``--laplacian`` is solved. The pairs go
 to ``--out`` (``.npz`` with ``values``, ``vectors``, ``residuals``); a JSON
 report (method, converged, max residual, seconds) is printed and, with
@@ -14,9 +15,8 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
-from graphopt.cli import CLIError
+from graphopt.cli import errors_named
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,15 +47,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from graphopt.cli.files import check_outputs, read_matrix
     from graphopt.eigen import smallest_eigenpairs
     from graphopt.io import atomic_write, atomic_write_json
     from graphopt.solvers.laplacian import laplacian
 
-    matrix = load_matrix(args.matrix)
-    if args.adjacency:
-        matrix = laplacian(matrix, kind=args.laplacian)
-    start = time.perf_counter()
-    result = smallest_eigenpairs(matrix, args.k, method=args.method)
+    outputs = {"--out": args.out}
+    if args.report:
+        outputs["--report"] = args.report
+    check_outputs({"MATRIX": args.matrix}, outputs)
+    matrix = read_matrix(args.matrix, (".npz", ".npy"))
+    names = {
+        "L": str(args.matrix),
+        "adjacency": str(args.matrix),
+        "eigensolver": "--method",
+        "k": "-k",
+    }
+    with errors_named(names):
+        if args.adjacency:
+            matrix = laplacian(matrix, kind=args.laplacian)
+        start = time.perf_counter()
+        result = smallest_eigenpairs(matrix, args.k, method=args.method)
     seconds = time.perf_counter() - start
 
     def write(tmp: Path) -> None:
@@ -84,25 +96,3 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.report, report)
     print(json.dumps(report, indent=2))
     return 0
-
-
-def load_matrix(path: Path) -> Any:
-    """A scipy sparse matrix or dense numpy array from ``.npz``/``.npy`` (no pickle)."""
-    import numpy as np
-    import scipy.sparse as sp
-
-    if not path.exists():
-        raise FileNotFoundError(f"matrix file not found: {path}")
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if path.suffix != ".npz":
-        raise CLIError(f"matrix must be a .npz or .npy file; got {path.name}")
-    with np.load(path, allow_pickle=False) as archive:
-        names = list(archive.files)
-        if "format" in names and "shape" in names:
-            return sp.load_npz(path)
-        if len(names) != 1:
-            raise CLIError(
-                f"{path.name} must be a scipy sparse .npz or hold exactly one array; found {names}"
-            )
-        return archive[names[0]]

@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from graphopt.cli import CLIError
+from graphopt.cli import CLIError, errors_named
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -48,37 +46,70 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_ggm(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from graphopt.cli.files import check_outputs, input_file, read_matrix
     from graphopt.ggm import solve
     from graphopt.io import atomic_write, atomic_write_json
+    from graphopt.solvers.validation import check_device
 
     began = time.perf_counter()
+    with errors_named({"device": "--device"}):
+        check_device(args.device, "device")
     source = Path(args.input)
-    matrix = _read_matrix(source)
-    s = np.cov(matrix, rowvar=False, bias=True) if args.data else matrix
+    output = Path(args.output) if args.output else source.with_suffix(".precision.npy")
+    report_path = Path(args.report) if args.report else output.with_suffix(".json")
+    inputs = {"INPUT": source}
+    if _groups_file(args.groups):
+        inputs["--groups"] = input_file(args.groups)
+    outputs = {"--output": output, "--report": report_path}
+    if args.plot:
+        outputs["--plot"] = Path(args.plot)
+    check_outputs(inputs, outputs)
+    matrix = _numeric_matrix(read_matrix(source, (".npy", ".csv")), source)
+    if args.data:
+        if matrix.shape[0] < 2:
+            raise CLIError(f"{source}: --data needs at least 2 samples (rows); got {matrix.shape}")
+        s = np.cov(matrix, rowvar=False, bias=True)
+    else:
+        s = matrix
     s = np.atleast_2d(s)
     groups = _groups(args.groups)
     read_seconds = time.perf_counter() - began
+    names = {
+        "S": str(source),
+        "p": "--p",
+        "ggm_solver": "--solver",
+        "groups": str(args.groups) if _groups_file(args.groups) else "--groups",
+        "important": "--groups",
+    }
     progress, bar = _progress(args.quiet, args.max_iter)
     try:
-        result = solve(
-            s,
-            penalty=args.penalty,
-            groups=groups,
-            lam=args.lam,
-            solver=args.solver,
-            tol=args.tol,
-            max_iter=args.max_iter,
-            device=args.device,
-            p=args.exponent,
-            progress=progress,
-        )
+        with errors_named(names):
+            result = solve(
+                s,
+                penalty=args.penalty,
+                groups=groups,
+                lam=args.lam,
+                solver=args.solver,
+                tol=args.tol,
+                max_iter=args.max_iter,
+                device=args.device,
+                p=args.exponent,
+                progress=progress,
+            )
     finally:
         if bar is not None:
             bar.close()
     precision = np.asarray(result.precision)
-    output = Path(args.output) if args.output else source.with_suffix(".precision.npy")
-    report_path = Path(args.report) if args.report else output.with_suffix(".json")
-    atomic_write(output, lambda tmp: np.save(tmp.open("wb"), precision))
+    if not np.isfinite(precision).all():  # a solver bug, never a user error
+        raise RuntimeError(f"the {args.solver} solver returned a non-finite precision matrix")
+
+    def write_precision(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.save(handle, precision)
+
+    atomic_write(output, write_precision)
     report: dict[str, Any] = {
         "input": str(source),
         "p": int(precision.shape[0]),
@@ -109,39 +140,44 @@ def run_ggm(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_matrix(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise FileNotFoundError(f"input file {str(path)!r} does not exist")
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if path.suffix == ".csv":
-        return _read_csv(path)
-    raise CLIError(f"input must be a .npy or .csv file; got {path.name!r}")
+def _numeric_matrix(array: Any, source: Path) -> Any:
+    """``array`` as a finite float64 matrix (1-D or 2-D), or ``CLIError`` naming ``source``."""
+    import numpy as np
+
+    from graphopt.solvers.validation import as_numpy
+
+    with errors_named({"matrix": str(source)}):
+        array = as_numpy(array, "matrix").astype(np.float64)
+    if array.ndim not in (1, 2) or array.size == 0:
+        raise CLIError(f"{source}: must hold a non-empty matrix; got shape {array.shape}")
+    if not np.isfinite(array).all():
+        row, column = np.argwhere(~np.isfinite(np.atleast_2d(array)))[0]
+        raise CLIError(
+            f"{source}: contains NaN or infinite values (first at row {row}, column {column})"
+        )
+    return array
 
 
-def _read_csv(path: Path) -> np.ndarray:
-    """Numbers of a CSV; a first row that is not numeric is taken as a header."""
-    with path.open(encoding="utf-8") as handle:
-        first = handle.readline()
-    try:
-        [float(v) for v in first.strip().split(",")]
-        skip = 0
-    except ValueError:
-        skip = 1
-    return np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+def _groups_file(spec: str) -> bool:
+    return not (spec in ("singleton", "node") or spec.startswith("important:"))
 
 
 def _groups(spec: str) -> Any:
-    if spec in ("singleton", "node") or spec.startswith("important:"):
+    from graphopt.cli.files import input_file
+
+    if not _groups_file(spec):
         return spec
     path = Path(spec)
     if path.suffix != ".json":
         raise CLIError(
             f"--groups must be singleton, node, important:K or a .json file; got {spec!r}"
         )
-    if not path.exists():
-        raise FileNotFoundError(f"groups file {spec!r} does not exist")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(input_file(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CLIError(f"{path}: is not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise CLIError(f"{path}: invalid JSON ({err})") from None
 
 
 def _progress(quiet: bool, max_iter: int | None) -> tuple[Any, Any]:
@@ -159,8 +195,9 @@ def _progress(quiet: bool, max_iter: int | None) -> tuple[Any, Any]:
     return progress, bar
 
 
-def _plot(precision: np.ndarray, path: Path) -> None:
+def _plot(precision: Any, path: Path) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

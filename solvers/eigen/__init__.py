@@ -21,6 +21,7 @@ from graphopt.solvers.eigen.dense import dense_eigh
 from graphopt.solvers.eigen.lanczos import lanczos_torch
 from graphopt.solvers.eigen.lobpcg import lobpcg, lobpcg_amg, torch_lobpcg
 from graphopt.solvers.eigen.policy import choose_method
+from graphopt.solvers.validation import as_numpy, check_int_in_range, working_dtype
 
 SOLVERS = {
     "dense": dense_eigh,
@@ -35,17 +36,24 @@ SOLVERS = {
 
 
 def problem_size(L: Any, k: int) -> tuple[int, int, int, str]:
-    """(n, nnz, k, device) of ``L``, what ``choose_method`` takes (no validation: the
-    chosen solver validates)."""
-    shape = tuple(getattr(L, "shape", ()))
-    if len(shape) != 2:
-        raise ValueError(f"L must be a square matrix; got shape {shape}")
+    """(n, nnz, k, device) of ``L``, what ``choose_method`` takes.
+
+    Checks only what the choice needs (L a square matrix of an accepted
+    dtype, k an integer >= 1); the chosen solver validates the rest.
+    """
+    if isinstance(L, torch.Tensor) or sp.issparse(L):
+        working_dtype(L.dtype, "L")
+        shape = tuple(L.shape)
+    else:
+        shape = as_numpy(L, "L").shape
+    if len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
+        raise ValueError(f"L must be a non-empty square matrix; got shape {shape}")
+    k = check_int_in_range(k, "k", 1)
     if isinstance(L, torch.Tensor):
-        nnz = (
-            L._nnz()
-            if L.is_sparse
-            else (L.values().numel() if L.layout != torch.strided else L.numel())
-        )
+        if L.layout == torch.strided:
+            nnz = L.numel()
+        else:
+            nnz = L._nnz() if L.is_sparse else L.values().numel()
         return int(shape[0]), int(nnz), k, str(L.device)
     nnz = L.nnz if sp.issparse(L) else int(np.prod(shape))
     return int(shape[0]), int(nnz), k, "cpu"
@@ -57,8 +65,8 @@ def smallest(L: Any, k: int, method: str | None = None, **options: Any) -> Eigen
     Standalone use without the plugin registry; ``graphopt.eigen.smallest_eigenpairs``
     is the same with plugin-chosen and plugin-provided solvers.
     """
-    name = method or choose_method(*problem_size(L, k))
-    if name not in SOLVERS:
+    name = choose_method(*problem_size(L, k)) if method is None else method
+    if not isinstance(name, str) or name not in SOLVERS:
         raise ValueError(f"unknown method {name!r}; choices: {', '.join(sorted(SOLVERS))}")
     return SOLVERS[name](L, k, **options)
 

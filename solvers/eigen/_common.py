@@ -19,6 +19,7 @@ Conventions, the same for every solver:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,18 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from graphopt.solvers.validation import check_int_in_range, check_symmetric_matrix
+from graphopt.solvers.validation import (
+    as_numpy,
+    check_int_in_range,
+    check_positive,
+    check_symmetric_matrix,
+    working_dtype,
+)
+
+NORM_RANGE = (2.0**-16, 2.0**16)
+"""L is rescaled (by a power of two, exactly) when ||L|| is outside this range: ARPACK's
+thresholds are absolute and it failed on a kNN Laplacian times 1e-20 (and shift-invert
+at 1e-10), and far outside it solver steps overflow or underflow."""
 
 
 class ConvergenceWarning(UserWarning):
@@ -62,6 +74,23 @@ def residual_target(dtype: torch.dtype, residual_tol: float | None) -> float:
     return default_residual_tol(dtype) if residual_tol is None else residual_tol
 
 
+def check_common_options(
+    *,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    seed: int = 0,
+    residual_tol: float | None = None,
+) -> None:
+    """Validate the options most solvers share: positive tolerances, max_iter >= 1
+    (None: the solver's default), an integer seed >= 0."""
+    for name, value in (("tol", tol), ("residual_tol", residual_tol)):
+        if value is not None:
+            check_positive(value, name)
+    if max_iter is not None:
+        check_int_in_range(max_iter, "max_iter", 1)
+    check_int_in_range(seed, "seed", 0)
+
+
 @dataclass
 class Problem:
     """A validated eigenproblem: L (kept in scipy form for scipy/numpy-sparse input,
@@ -70,7 +99,8 @@ class Problem:
     matrix: torch.Tensor | sp.csr_array  # torch dense / coalesced COO, or float64 CSR
     k: int
     torch_output: bool
-    norm: float  # infinity norm, the residual scale
+    norm: float  # infinity norm of ``matrix``, the residual scale
+    scale: float = 1.0  # L = scale * matrix (a power of two; see ``prepare``)
 
     @property
     def n(self) -> int:
@@ -121,20 +151,54 @@ class Problem:
             return float((absolute - np.abs(diagonal) + diagonal).max())
         return _row_sums(self.matrix, signed_diagonal=True)
 
+    def gershgorin_lower_bound(self) -> float:
+        """min_i (L_ii - sum_{j != i} |L_ij|) <= lambda_min (0 for L = D - W): the
+        Gershgorin bound of -L, negated."""
+        negated = Problem(-self.matrix, self.k, self.torch_output, self.norm)
+        return -negated.gershgorin_bound()
+
 
 def prepare(L: Any, k: int) -> Problem:
-    """Validate ``L`` (square, finite, symmetric) and ``k`` (1 <= k < n)."""
+    """Validate ``L`` (square, finite, symmetric, an accepted dtype) and ``k`` (1 <= k < n).
+
+    Half-precision tensors are solved in float32, integer ones in float64. An
+    L whose norm is outside ``NORM_RANGE`` is divided by a power of two
+    (exact), so results do not depend on L's units; ``finish`` scales the
+    eigenvalues back.
+    """
     n = check_symmetric_matrix(L, "L", hint=RANDOM_WALK_HINT)
-    check_int_in_range(k, "k", 1, n)
+    k = check_int_in_range(k, "k", 1, n)
     if sp.issparse(L):
-        matrix = sp.csr_array(L, dtype=np.float64)
-        return Problem(matrix, k, False, float(np.asarray(abs(matrix).sum(axis=1)).max()))
-    if isinstance(L, torch.Tensor):
-        matrix = L.detach()
-        matrix = matrix.to_sparse_coo().coalesce() if matrix.layout != torch.strided else matrix
+        matrix: torch.Tensor | sp.csr_array = sp.csr_array(L, dtype=np.float64)
+        norm = float(np.asarray(abs(matrix).sum(axis=1)).max())
+        torch_output = False
     else:
-        matrix = torch.from_numpy(np.asarray(L, dtype=np.float64))
-    return Problem(matrix, k, isinstance(L, torch.Tensor), _row_sums(matrix, signed_diagonal=False))
+        if isinstance(L, torch.Tensor):
+            matrix = L.detach().to(working_dtype(L.dtype, "L"))
+            matrix = matrix.to_sparse_coo().coalesce() if matrix.layout != torch.strided else matrix
+        else:
+            matrix = torch.from_numpy(as_numpy(L, "L").astype(np.float64))
+        norm = _row_sums(matrix, signed_diagonal=False)
+        torch_output = isinstance(L, torch.Tensor)
+    if norm == 0 or NORM_RANGE[0] <= norm <= NORM_RANGE[1]:
+        return Problem(matrix, k, torch_output, norm)
+    # the largest entry is finite even when a row sum overflows: scale by it first
+    size = norm if math.isfinite(norm) else _largest_entry(matrix)
+    scale = math.ldexp(1.0, math.frexp(size)[1] - 1)  # the power of two <= size
+    matrix = matrix / scale
+    norm = (
+        float(np.asarray(abs(matrix).sum(axis=1)).max())
+        if sp.issparse(matrix)
+        else (_row_sums(matrix, signed_diagonal=False))
+    )
+    return Problem(matrix, k, torch_output, norm, scale)
+
+
+def _largest_entry(matrix: torch.Tensor | sp.csr_array) -> float:
+    if sp.issparse(matrix):
+        return float(np.abs(matrix.data).max())
+    values = matrix.values() if matrix.is_sparse else matrix
+    return float(values.abs().max())
 
 
 RANDOM_WALK_HINT = (
@@ -201,9 +265,13 @@ def finish(
             ConvergenceWarning,
             stacklevel=3,
         )
+    lam = lam * problem.scale
     if not problem.torch_output:
         lam, vec, residuals = lam.numpy(), vec.numpy(), residuals.numpy()
-    return EigenResult(lam, vec, residuals, method, converged, dict(info or {}))
+    details = dict(info or {})
+    if problem.scale != 1.0:
+        details["scale"] = problem.scale
+    return EigenResult(lam, vec, residuals, method, converged, details)
 
 
 def _row_sums(matrix: torch.Tensor, *, signed_diagonal: bool) -> float:

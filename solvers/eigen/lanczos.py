@@ -16,9 +16,10 @@ SIAM J. Matrix Anal. Appl. 22, 2000):
    ``k + (basis_size - k) // 2`` Ritz vectors plus the residual block
    (thick restart) and go to 1.
 
-A block of b vectors finds eigenvalues of multiplicity up to b reliably;
-matrix products are (n, b) blocks, which a GPU does at nearly the cost of one
-vector. Full reorthogonalization costs O(n * basis_size) per vector, fine for
+A block of b vectors finds eigenvalues of multiplicity up to b; an answer
+holding b copies of a value is checked for more by deflated runs
+(``multiplicity``). Matrix products are (n, b) blocks, which a GPU does at
+nearly the cost of one vector. Full reorthogonalization costs O(n * basis_size) per vector, fine for
 k <= 64.
 """
 
@@ -31,6 +32,7 @@ import torch
 from graphopt.solvers.eigen._common import (
     EigenResult,
     Problem,
+    check_common_options,
     finish,
     matvec,
     prepare,
@@ -38,6 +40,8 @@ from graphopt.solvers.eigen._common import (
     start_vectors,
 )
 from graphopt.solvers.eigen.components import BlockSolution, solve_by_components
+from graphopt.solvers.eigen.multiplicity import certify_multiplicity
+from graphopt.solvers.validation import check_int_in_range
 
 
 def lanczos_torch(
@@ -56,24 +60,39 @@ def lanczos_torch(
     ``block_size`` b defaults to min(k, 4); ``basis_size`` to
     max(3k, k + 48) (capped by n - 2b); ``tol`` (relative to c) defaults
     to residual_tol / 10. Connected components are solved separately
-    (``components``); n must be at least k + 3b.
+    (``components``) and repeated eigenvalues are certified by deflated runs
+    (``multiplicity``); components of fewer than k + 3b nodes by dense ``eigh``.
     """
     problem = prepare(L, k)
-    if block_size is not None and not (isinstance(block_size, int) and 1 <= block_size <= k):
-        raise ValueError(f"block_size must be an integer in [1, k = {k}]; got {block_size!r}")
-    b = block_size or min(k, 4)
-    if problem.n < k + 3 * b:
-        raise ValueError(
-            f"lanczos_torch needs n >= k + 3 * block_size = {k + 3 * b}; got n = {problem.n} "
-            "(use the dense solver for such small matrices)"
-        )
-    relative_tol = tol or residual_target(problem.dtype, residual_tol) / 10
+    check_common_options(tol=tol, seed=seed, residual_tol=residual_tol)
+    max_restarts = check_int_in_range(max_restarts, "max_restarts", 0)
+    if block_size is not None:
+        block_size = check_int_in_range(block_size, "block_size", 1, problem.k + 1)
+    b = block_size or min(problem.k, 4)
+    if basis_size is not None:
+        basis_size = check_int_in_range(basis_size, "basis_size", problem.k + b)
+    tolerance = residual_target(problem.dtype, residual_tol)
+    relative_tol = tol or tolerance / 10
 
     def solve(part: Problem) -> BlockSolution:
-        m = min(basis_size or max(3 * k, k + 48), part.n - 2 * b)
-        return _krylov_schur(part, b, m, relative_tol, max_restarts, seed)
+        def run(count: int, locked: torch.Tensor | None, round_: int) -> BlockSolution:
+            basis = basis_size or max(3 * count, count + 48)
+            m = min(basis, part.n - 2 * b - (0 if locked is None else locked.shape[1]))
+            return _krylov_schur(
+                part, count, b, m, relative_tol, max_restarts, seed + round_, locked
+            )
 
-    values, vectors, solver_ok, info = solve_by_components(problem, solve, min_size=k + 3 * b)
+        return certify_multiplicity(
+            part,
+            run(part.k, None, 0),
+            lambda _, locked, count, round_: run(count, locked, round_),
+            block_size=b,
+            tolerance=tolerance,
+        )
+
+    values, vectors, solver_ok, info = solve_by_components(
+        problem, solve, min_size=problem.k + 3 * b
+    )
     return finish(
         problem,
         values,
@@ -86,23 +105,35 @@ def lanczos_torch(
 
 
 def _krylov_schur(
-    problem: Problem, b: int, m: int, relative_tol: float, max_restarts: int, seed: int
+    problem: Problem,
+    k: int,
+    b: int,
+    m: int,
+    relative_tol: float,
+    max_restarts: int,
+    seed: int,
+    locked: torch.Tensor | None = None,
 ) -> BlockSolution:
-    """The k largest eigenpairs of c I - L by thick-restart block Lanczos (module doc)."""
-    n, k, matrix = problem.n, problem.k, problem.to_torch()
+    """The k largest eigenpairs of c I - L by thick-restart block Lanczos (module doc),
+    on the orthogonal complement of the columns of ``locked`` when given."""
+    n, matrix = problem.n, problem.to_torch()
     dtype, device = problem.dtype, problem.device
     shift = max(problem.gershgorin_bound(), torch.finfo(dtype).tiny)
     target = relative_tol * shift
     generator = torch.Generator().manual_seed(seed)
+    rows_locked = None if locked is None else locked.T.to(device, dtype)
 
     def flipped(rows: torch.Tensor) -> torch.Tensor:  # (c I - L) applied to each row
-        return shift * rows - matvec(matrix, rows.T).T
+        product = shift * rows - matvec(matrix, rows.T).T
+        return product if rows_locked is None else _deflate(product, rows_locked)
 
     # basis vectors are rows, so every slice below is contiguous
     basis = torch.zeros(m + 2 * b, n, dtype=dtype, device=device)
     projected = torch.zeros(m + 2 * b, m + b, dtype=dtype, device=device)
     start = start_vectors(n, b, seed, dtype).to(device).T
-    basis[:b] = _orthonormal_rows(start, basis[:0], generator)[0]
+    if rows_locked is not None:
+        start = _deflate(start, rows_locked)
+    basis[:b] = _orthonormal_rows(start, basis[:0], generator, rows_locked)[0]
     kept, converged, restarts, products = 0, False, 0, 0
     while True:
         q = kept
@@ -114,7 +145,7 @@ def _krylov_schur(
             again = basis[: q + b] @ block.T
             block = block - again.T @ basis[: q + b]
             projected[: q + b, q : q + b] = coefficients + again
-            new, upper = _orthonormal_rows(block, basis[: q + b], generator)
+            new, upper = _orthonormal_rows(block, basis[: q + b], generator, rows_locked)
             basis[q + b : q + 2 * b] = new
             projected[q + b : q + 2 * b, q : q + b] = upper
             q += b
@@ -138,12 +169,20 @@ def _krylov_schur(
     return shift - ritz_values[:k], vectors, converged, info
 
 
+def _deflate(rows: torch.Tensor, locked: torch.Tensor) -> torch.Tensor:
+    """The rows with their components along the (orthonormal) ``locked`` rows removed."""
+    return rows - (rows @ locked.T) @ locked
+
+
 def _symmetric(matrix: torch.Tensor) -> torch.Tensor:
     return 0.5 * (matrix + matrix.T)
 
 
 def _orthonormal_rows(
-    block: torch.Tensor, previous: torch.Tensor, generator: torch.Generator
+    block: torch.Tensor,
+    previous: torch.Tensor,
+    generator: torch.Generator,
+    locked: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Q, R with block = R^T Q for rows: Q orthonormal rows, orthogonal to ``previous``.
 
@@ -166,6 +205,7 @@ def _orthonormal_rows(
             row = torch.randn(n, generator=generator, dtype=torch.float64).to(block)
             for _ in range(3):
                 row = row - (q[:i] @ row) @ q[:i] - (previous @ row) @ previous
+                row = row if locked is None else _deflate(row[None], locked)[0]
             norm = 0.0
         r[i, i] = norm
         q[i] = row / row.norm()
