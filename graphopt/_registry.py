@@ -173,8 +173,13 @@ class PluginSource:
 
     @property
     def label(self) -> str:
-        """``"name (distribution version)"``: how messages and pluggy name the plugin."""
+        """``"name (distribution version)"``: how pluggy names the plugin."""
         return f"{self.name} ({self.distribution} {self.version})"
+
+    @property
+    def where(self) -> str:
+        """How messages name the plugin: its name and the distribution to uninstall."""
+        return f"graphopt plugin {self.name!r} (distribution {self.distribution} {self.version})"
 
 
 @dataclass(frozen=True)
@@ -299,9 +304,7 @@ class Registry:
 
     def _fail(self, source: PluginSource, err: BaseException) -> None:
         error = f"{type(err).__name__}: {err}"
-        where = (
-            f"graphopt plugin {source.name!r} (distribution {source.distribution} {source.version})"
-        )
+        where = source.where
         if _strict():
             raise PluginError(
                 f"{where} raised {error} while loading; {STRICT_ENV} is set, so this is an "

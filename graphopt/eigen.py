@@ -35,6 +35,7 @@ def choose_eigensolver(
     hook = registry.pm.hook.graphopt_choose_eigensolver
     arguments = {"n": n, "nnz": nnz, "k": k, "device": device}
     known = set(registry.names("eigensolver"))
+    sources = {source.label: source for source in registry.plugins}
     for impl in reversed(hook.get_hookimpls()):  # the order pluggy calls them in
         if impl.hookwrapper or impl.wrapper:
             continue
@@ -50,10 +51,9 @@ def choose_eigensolver(
                 return name
             problem = f"answered {name!r}, which is not a registered eigensolver"
             error = None
-        message = (
-            f"graphopt plugin {impl.plugin_name!r}: graphopt_choose_eigensolver {problem}; "
-            "its answer is skipped"
-        )
+        source = sources.get(impl.plugin_name)
+        where = source.where if source else f"graphopt plugin {impl.plugin_name!r}"
+        message = f"{where}: graphopt_choose_eigensolver {problem}; its answer is skipped"
         if _strict():
             raise PluginError(message) from error
         warnings.warn(message, PluginWarning, stacklevel=2)

@@ -71,15 +71,7 @@ def _precision() -> torch.Tensor:
     "dtype",
     [
         torch.float64,
-        pytest.param(
-            torch.float32,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="solvers/graphs.py: partial_correlation_graph of a float32 precision is "
-                "asymmetric by ~3e-8, above what laplacian() accepts (reported to the lead; "
-                "the robustness branch's file)",
-            ),
-        ),
+        torch.float32,
     ],
 )
 def test_partial_correlation_graph_passes(dtype):
@@ -93,13 +85,6 @@ def test_partial_correlation_graph_passes(dtype):
     assert report, report
 
 
-LOBPCG_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="issue 17: lobpcg / lobpcg_amg crash on connected graphs with n < ~5k "
-    "(ValueError unpack, solvers/eigen/lobpcg.py; fixed on the robustness branch)",
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -108,8 +93,8 @@ LOBPCG_BUG = pytest.mark.xfail(
         "arpack_shift_invert",
         "torch_lobpcg",
         "lanczos_torch",
-        pytest.param("lobpcg", marks=LOBPCG_BUG),
-        pytest.param("lobpcg_amg", marks=LOBPCG_BUG),
+        "lobpcg",
+        "lobpcg_amg",
     ],
 )
 def test_builtin_eigensolvers_pass(name):

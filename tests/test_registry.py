@@ -488,4 +488,4 @@ def test_plugins_check_imports_everything_and_reports_broken_references(site, cl
 def test_plugins_unknown_kind_is_a_clean_error(cli_registry, capsys):
     cli_registry()
     assert main(["plugins", "--kind", "methods"]) == 2
-    assert "graphopt: error: unknown kind 'methods'" in capsys.readouterr().err
+    assert "graphopt: error: --kind: unknown kind 'methods'" in capsys.readouterr().err
