@@ -223,11 +223,16 @@ BAD_INPUTS = [
     (np.eye(3), {"groups": [[(0, 1)], [(1, 0)]]}, "overlap"),
     (np.eye(3), {"groups": [[(2, 2)]]}, "diagonal"),
     (np.eye(3), {"penalty": "scad"}, "penalty"),
-    (np.eye(3), {"solver": "newton"}, "solver"),
+    (np.eye(3), {"solver": "nosuch"}, "solver"),
+    (np.eye(3), {"rho": 2.0}, "no option 'rho'"),  # the default solver for l1: newton
     (np.eye(3), {"omega0": np.eye(2)}, "omega0"),
-    (np.array([[1.0, 0.5], [0.5, 1.0]]), {"anderson": -1}, "anderson"),  # one block: admm runs
-    (np.array([[1.0, 0.5], [0.5, 1.0]]), {"anderson": 2.5}, "anderson"),
-    (np.array([[1.0, 0.5], [0.5, 1.0]]), {"mixed_precision": "yes"}, "mixed_precision"),
+    (np.array([[1.0, 0.5], [0.5, 1.0]]), {"solver": "admm", "anderson": -1}, "anderson"),
+    (np.array([[1.0, 0.5], [0.5, 1.0]]), {"solver": "admm", "anderson": 2.5}, "anderson"),
+    (
+        np.array([[1.0, 0.5], [0.5, 1.0]]),
+        {"solver": "admm", "mixed_precision": "yes"},
+        "mixed_precision",
+    ),
 ]
 
 
@@ -260,7 +265,7 @@ def test_non_convergence_sets_converged_false_and_warns():
 def test_stopped_early_admm_answers_with_its_lowest_objective_definite_iterate():
     s = _anchor_like_correlation(100)
     with pytest.warns(GGMConvergenceWarning):
-        result = solve(s, lam=0.1, max_iter=3, screen=False, newton_switch=0)
+        result = solve(s, lam=0.1, solver="admm", max_iter=3, screen=False, newton_switch=0)
 
     def l1_objective(precision):  # numpy, independent of graphopt's objective
         off_diagonal = np.abs(precision).sum() - np.abs(np.diag(precision)).sum()
@@ -369,8 +374,9 @@ def _anchor_like_correlation(p: int) -> np.ndarray:
 def test_anderson_accelerated_admm_reaches_the_plain_optimum_in_fewer_iterations():
     s = _anchor_like_correlation(100)
     # ADMM alone (no Newton polish at the end)
-    plain = solve(s, lam=0.1, tol=1e-10, anderson=0, screen=False, newton_switch=0)
-    accelerated = solve(s, lam=0.1, tol=1e-10, screen=False, newton_switch=0)
+    options = {"solver": "admm", "tol": 1e-10, "screen": False, "newton_switch": 0}
+    plain = solve(s, lam=0.1, anderson=0, **options)
+    accelerated = solve(s, lam=0.1, **options)
     assert plain.converged and accelerated.converged
     assert accelerated.n_iter < plain.n_iter / 2  # measured: 115 vs 421
     # the objective is ~0.13 here: compare in absolute terms (measured difference 2.8e-8,
@@ -382,8 +388,9 @@ def test_anderson_accelerated_admm_reaches_the_plain_optimum_in_fewer_iterations
 def test_mixed_precision_admm_switches_to_float64_and_reaches_its_optimum():
     s = _anchor_like_correlation(100)
     # ADMM alone, to a tight tolerance: the tail must run on float64 steps
-    mixed = solve(s, lam=0.1, tol=1e-10, screen=False, newton_switch=0)
-    exact = solve(s, lam=0.1, tol=1e-10, screen=False, newton_switch=0, mixed_precision=False)
+    options = {"solver": "admm", "tol": 1e-10, "screen": False, "newton_switch": 0}
+    mixed = solve(s, lam=0.1, **options)
+    exact = solve(s, lam=0.1, mixed_precision=False, **options)
     assert mixed.converged and exact.converged
     assert 0 < mixed.info["float32_steps"] < mixed.n_iter
     assert exact.info["float32_steps"] == 0
@@ -396,17 +403,27 @@ def test_solver_counters_are_summed_over_screened_bins(monkeypatch):
 
     monkeypatch.setattr(api, "PACK_SIZE", 1)  # every block its own bin
     s = _two_block_covariance()
-    screened = solve(s, lam=0.2, screen=True)
+    screened = solve(s, lam=0.2, solver="admm", screen=True)
     assert len(screened.info["blocks"]) == 2
     blocks = (slice(0, 5), slice(5, 10))
-    parts = [solve(s[block][:, block], lam=0.2, screen=False) for block in blocks]
+    parts = [solve(s[block][:, block], lam=0.2, solver="admm", screen=False) for block in blocks]
     for key in ("float32_steps", "newton_steps", "rejected_accelerations"):
         assert screened.info[key] == sum(part.info[key] for part in parts)
 
 
-def test_history_records_objective_and_residuals_per_iteration():
-    result = solve(covariance(30, 6, 17), lam=0.1)
-    for key in ("objective", "primal_residual", "dual_residual"):
+@pytest.mark.parametrize(
+    ("solver", "keys"),
+    [
+        ("admm", ("objective", "primal_residual", "dual_residual", "rho")),
+        ("newton", ("objective", "step_norm", "lam")),
+        ("bcd", ("objective", "primal_residual", "dual_residual")),
+    ],
+)
+@pytest.mark.filterwarnings("ignore::graphopt.solvers.ggm.GGMConvergenceWarning")
+def test_history_records_the_solvers_values_per_iteration(solver, keys):
+    result = solve(covariance(30, 6, 17), lam=0.1, solver=solver, screen=False)
+    assert result.n_iter > 0
+    for key in keys:
         assert len(result.history[key]) == result.n_iter
 
 

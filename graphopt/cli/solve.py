@@ -33,7 +33,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ggm.add_argument("--lam", type=float, help="penalty weight (required for admm)")
     ggm.add_argument("--penalty", default="l1", help="registered penalty name (l1, l2p, ...)")
     ggm.add_argument("--p", type=float, dest="exponent", help="exponent of l2p in (0, 1]")
-    ggm.add_argument("--solver", default="admm", help="registered GGM solver (admm, bcd, ...)")
+    ggm.add_argument(
+        "--penalty-option",
+        action="append",
+        default=[],
+        dest="penalty_options",
+        metavar="KEY=VALUE",
+        help="a hyperparameter of the penalty (repeatable; VALUE is read as a YAML scalar)",
+    )
+    ggm.add_argument(
+        "--solver", default="auto", help="registered GGM solver (auto, newton, admm, bcd, ...)"
+    )
     ggm.add_argument(
         "--groups", default="singleton", help="singleton | node | important:K | groups.json"
     )
@@ -70,6 +80,7 @@ def run_ggm(args: argparse.Namespace) -> int:
             max_iter=args.max_iter,
             device=args.device,
             p=args.exponent,
+            penalty_options=_penalty_options(args.penalty_options),
             progress=progress,
         )
     finally:
@@ -142,6 +153,25 @@ def _groups(spec: str) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"groups file {spec!r} does not exist")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _penalty_options(items: list[str]) -> dict[str, Any]:
+    """``--penalty-option KEY=VALUE`` items as a dict, each VALUE a YAML scalar."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--penalty-option must be KEY=VALUE; got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise CLIError(f"--penalty-option {key.strip()}: cannot read {text!r}: {err}") from err
+        if isinstance(value, dict | list):
+            raise CLIError(f"--penalty-option {key.strip()} must be a scalar; got {text!r}")
+        options[key.strip()] = value
+    return options
 
 
 def _progress(quiet: bool, max_iter: int | None) -> tuple[Any, Any]:
