@@ -157,6 +157,8 @@ def _groups(spec: str) -> Any:
 
 def _penalty_options(items: list[str]) -> dict[str, Any]:
     """``--penalty-option KEY=VALUE`` items as a dict, each VALUE a YAML scalar."""
+    import contextlib
+
     import yaml
 
     options: dict[str, Any] = {}
@@ -168,6 +170,9 @@ def _penalty_options(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise CLIError(f"--penalty-option {key.strip()}: cannot read {text!r}: {err}") from err
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, dict | list):
             raise CLIError(f"--penalty-option {key.strip()} must be a scalar; got {text!r}")
         options[key.strip()] = value

@@ -46,6 +46,7 @@ def dual_point(
     """U: W - S on the grouped entries, each group scaled into the dual feasible set
     ||U_g|| <= lam w_g dual_radius; zero on the diagonal and on ungrouped pairs."""
     g = covariance - s
+    g = 0.5 * (g + g.T)
     if structure.singleton and type(penalty) is L1Penalty:
         return g.clamp(-lam, lam).fill_diagonal_(0.0)
     rows, cols, index = _device_indices(structure, s.device)

@@ -88,7 +88,7 @@ def node_groups(p: int) -> GroupStructure:
     g_j = {Omega_ij : i < j} for j = 1, ..., p - 1 (and their transposes): a
     partition of all off-diagonal pairs, so a whole column is kept or cut.
     """
-    p = check_int_in_range(p, "p", 2)
+    p = _matrix_size(p, "node groups")
     return groups_from_pairs([[(i, j) for i in range(j)] for j in range(1, p)], p)
 
 
@@ -98,7 +98,7 @@ def important_set_groups(p: int, important: Iterable[int]) -> GroupStructure:
     Links inside I and links between two nodes outside I are unpenalized
     (Zheng & Cao 2024, sec. 3; reference code ``Graph_based_peft``).
     """
-    p = check_int_in_range(p, "p", 2)
+    p = _matrix_size(p, "important-set groups")
     members = sorted({check_int_in_range(int(i), "important", 0, p) for i in important})
     if not members or len(members) == p:
         raise ValueError(
@@ -106,6 +106,16 @@ def important_set_groups(p: int, important: Iterable[int]) -> GroupStructure:
         )
     others = [j for j in range(p) if j not in set(members)]
     return groups_from_pairs([[(i, j) for i in members] for j in others], p)
+
+
+def _matrix_size(size: int, kind: str) -> int:
+    """The size of S for groups that need off-diagonal pairs (at least a 2 x 2 S)."""
+    size = check_int_in_range(size, "size of S", 1)
+    if size < 2:
+        raise ValueError(
+            f"{kind} need a covariance S of at least 2 x 2 (off-diagonal pairs); S is 1 x 1"
+        )
+    return size
 
 
 def groups_from_pairs(
