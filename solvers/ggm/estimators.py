@@ -190,13 +190,16 @@ class GroupGraphicalLassoCV(GroupGraphicalLasso):
         self.cv = cv
         self.alpha_ratio = alpha_ratio
 
-    def fit(self, X: Any, y: Any = None) -> GroupGraphicalLassoCV:
-        """Cross-validate alpha on data X (n_samples, n_features), then refit on all of X."""
+    def fit(self, X: Any, y: Any = None, **split_params: Any) -> GroupGraphicalLassoCV:
+        """Cross-validate alpha on data X (n_samples, n_features), then refit on all of X.
+
+        ``split_params`` go to the splitter's ``split`` (e.g. ``groups`` for ``GroupKFold``).
+        """
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         location = np.zeros(X.shape[1]) if self.assume_centered else X.mean(axis=0)
         s = empirical_covariance(X, assume_centered=self.assume_centered)
         alphas = self._grid(s)
-        folds = list(check_cv(self.cv).split(X))
+        folds = list(check_cv(self.cv).split(X, y, **split_params))
         scores = np.empty((len(folds), len(alphas)))
         options = {
             "penalty": self.penalty,
@@ -232,7 +235,12 @@ class GroupGraphicalLassoCV(GroupGraphicalLasso):
 
     def _grid(self, s: np.ndarray) -> np.ndarray:
         if not isinstance(self.alphas, int | np.integer):
-            alphas = np.asarray(self.alphas, dtype=np.float64)
+            try:
+                alphas = np.asarray(self.alphas, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"alphas must be a non-empty list of numbers >= 0; got {self.alphas!r}"
+                ) from err
             if alphas.ndim != 1 or alphas.size == 0 or not np.all(alphas >= 0):
                 raise ValueError(
                     f"alphas must be a non-empty list of values >= 0; got {self.alphas!r}"
