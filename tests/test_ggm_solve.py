@@ -459,3 +459,20 @@ def test_registered_third_party_penalty_is_found_by_name(monkeypatch):
     plain = solve(s, lam=0.1)
     assert ours.objective == pytest.approx(plain.objective, rel=1e-7)
     assert ours.kkt_residual < 1e-3
+
+
+def test_docs_bcd_reference_example_converges_without_a_warning():
+    """docs/solvers/ggm.md: the reference lambda0, tau, p on a [GGM] log-score covariance."""
+    from graphopt.plugins.pca_ggm_allocation import log_score_covariance
+
+    rng = np.random.default_rng(0)
+    scores = torch.from_numpy(rng.gamma(2.0, size=(200, 20)))
+    s, _ = log_score_covariance(scores)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GGMConvergenceWarning)
+        paper = solve(
+            s, penalty="l2p", p=0.9, solver="bcd", groups="important:4", lam=20.0, max_iter=2000
+        )
+    assert paper.converged and 50 < paper.n_iter < 2000
+    objective = np.array(paper.history["objective"])
+    assert np.all(np.diff(objective) <= 1e-9 * np.abs(objective[:-1]))
