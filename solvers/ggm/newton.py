@@ -244,9 +244,7 @@ def _model_minimum(
         active = build_active_set(
             x, model_gradient, structure, lam, model_residual, growth, within=quic_free
         )
-        direction, cg = newton_direction(
-            active, covariance, omega, forcing, max_cg
-        )
+        direction, cg = newton_direction(active, covariance, omega, forcing, max_cg)
         cg_steps += cg
         slope = float((active.residual * direction).sum())
         if not slope < 0:
