@@ -170,3 +170,33 @@ def test_penalty_derivative_and_conjugate_contract():
     assert torch.isinf(nonconvex.derivative(torch.zeros(1, dtype=torch.float64))).all()
     assert has_derivative(nonconvex) and not has_conjugate(nonconvex)
     assert has_conjugate(L2pPenalty(1.0)) and has_conjugate(L1Penalty())
+
+
+class DoubleL1(Penalty):
+    """phi(t) = 2 t: with lam / 2 the same problem as l1 with lam (no degree, no conjugate:
+    solved by ADMM on the rescaled penalty, certified by its stationarity)."""
+
+    name = "double_l1"
+    convex = True
+
+    def phi(self, t):
+        return 2 * t
+
+    def prox(self, t, weight):
+        return (t - 2 * weight).clamp_min(0)
+
+    def derivative(self, t):
+        return 2 * torch.ones_like(t)
+
+
+def test_registered_third_party_penalty_is_found_by_name(monkeypatch):
+    from graphopt.ggm import solve as solve_by_name
+    from graphopt.solvers.ggm import solve
+
+    _registry_with(monkeypatch, "double_l1", DoubleL1)
+    s = _covariance(6)
+    ours = solve_by_name(s, penalty="double_l1", lam=0.05)
+    plain = solve(s, lam=0.1)
+    assert ours.converged and ours.duality_gap is None
+    assert ours.objective == pytest.approx(plain.objective, rel=1e-7)
+    assert ours.stationarity <= 1e-4

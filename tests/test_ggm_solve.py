@@ -10,14 +10,11 @@ import torch
 from sklearn.covariance import graphical_lasso
 from sklearn.datasets import make_sparse_spd_matrix
 
-import graphopt
-from graphopt.ggm import solve as solve_by_name
 from graphopt.solvers.ggm import (
     AndersonAccelerator,
     GGMConvergenceWarning,
     L1Penalty,
     L2pPenalty,
-    Penalty,
     coupled_objective,
     groups_from_pairs,
     make_groups,
@@ -425,40 +422,6 @@ def test_history_records_the_solvers_values_per_iteration(solver, keys):
     assert result.n_iter > 0
     for key in keys:
         assert len(result.history[key]) == result.n_iter
-
-
-def test_registered_third_party_penalty_is_found_by_name(monkeypatch):
-    class DoubleL1(Penalty):
-        """phi(t) = 2 t: with lam / 2 the same problem as l1 with lam."""
-
-        name = "double_l1"
-        convex = True
-
-        def phi(self, t):
-            return 2 * t
-
-        def prox(self, t, weight):
-            return (t - 2 * weight).clamp_min(0)
-
-        def derivative(self, t):
-            return 2 * torch.ones_like(t)
-
-    registry = graphopt.Registry(builtins=("graphopt.plugins.ggm_solvers",))
-    registry.load()
-
-    class Plugin:
-        @staticmethod
-        @graphopt.hookimpl
-        def graphopt_register(registry):
-            registry.add("penalty", "double_l1", DoubleL1)
-
-    registry.register(Plugin, name="third_party")
-    monkeypatch.setattr("graphopt.ggm.registry", registry)
-    s = covariance(30, 6, 18)
-    ours = solve_by_name(s, penalty="double_l1", lam=0.05)
-    plain = solve(s, lam=0.1)
-    assert ours.objective == pytest.approx(plain.objective, rel=1e-7)
-    assert ours.kkt_residual < 1e-3
 
 
 def test_docs_bcd_reference_example_converges_without_a_warning():

@@ -38,6 +38,14 @@ from graphopt.solvers.ggm.estimators import GroupGraphicalLasso, GroupGraphicalL
 
 SEEDS = [0, 1, 42]
 MODES = ["newton", "admm"]  # scikit-learn's "cd" and "lars"
+TRUE_COV = np.array(  # written out in each of scikit-learn's CV tests
+    [
+        [0.8, 0.0, 0.2, 0.0],
+        [0.0, 0.4, 0.0, 0.0],
+        [0.2, 0.0, 0.3, 0.1],
+        [0.0, 0.0, 0.1, 0.7],
+    ]
+)
 
 
 @pytest.mark.parametrize("global_random_seed", SEEDS)
@@ -238,14 +246,7 @@ def test_graphical_lasso_cv_alphas_iterable(alphas_container_type):
     Non-regression test for:
     https://github.com/scikit-learn/scikit-learn/issues/22489
     """
-    true_cov = np.array(
-        [
-            [0.8, 0.0, 0.2, 0.0],
-            [0.0, 0.4, 0.0, 0.0],
-            [0.2, 0.0, 0.3, 0.1],
-            [0.0, 0.0, 0.1, 0.7],
-        ]
-    )
+    true_cov = TRUE_COV
     rng = np.random.RandomState(0)
     X = rng.multivariate_normal(mean=[0, 0, 0, 0], cov=true_cov, size=200)
     alphas = _convert_container([0.02, 0.03], alphas_container_type)
@@ -272,14 +273,7 @@ def test_graphical_lasso_cv_alphas_invalid_array(alphas, err_type, err_msg):
     string is reported as a ValueError naming ``alphas`` (graphopt's rule for bad
     input) instead of scikit-learn's parameter-validation TypeError.
     """
-    true_cov = np.array(
-        [
-            [0.8, 0.0, 0.2, 0.0],
-            [0.0, 0.4, 0.0, 0.0],
-            [0.2, 0.0, 0.3, 0.1],
-            [0.0, 0.0, 0.1, 0.7],
-        ]
-    )
+    true_cov = TRUE_COV
     rng = np.random.RandomState(0)
     X = rng.multivariate_normal(mean=[0, 0, 0, 0], cov=true_cov, size=200)
 
@@ -296,14 +290,7 @@ def test_graphical_lasso_cv_scores(global_random_seed):
     splits = 4
     n_alphas = 5
     n_refinements = 3
-    true_cov = np.array(
-        [
-            [0.8, 0.0, 0.2, 0.0],
-            [0.0, 0.4, 0.0, 0.0],
-            [0.2, 0.0, 0.3, 0.1],
-            [0.0, 0.0, 0.1, 0.7],
-        ]
-    )
+    true_cov = TRUE_COV
     rng = np.random.RandomState(global_random_seed)
     X = rng.multivariate_normal(mean=[0, 0, 0, 0], cov=true_cov, size=200)
     # graphopt differs: no n_refinements (one grid, no zooming in around the best alpha)
@@ -328,14 +315,7 @@ def test_graphical_lasso_cv_scores_with_routing(global_random_seed):
     splits = 5
     n_alphas = 5
     n_refinements = 3
-    true_cov = np.array(
-        [
-            [0.8, 0.0, 0.2, 0.0],
-            [0.0, 0.4, 0.0, 0.0],
-            [0.2, 0.0, 0.3, 0.1],
-            [0.0, 0.0, 0.1, 0.7],
-        ]
-    )
+    true_cov = TRUE_COV
     rng = np.random.RandomState(global_random_seed)
     X = rng.multivariate_normal(mean=[0, 0, 0, 0], cov=true_cov, size=300)
     n_samples = X.shape[0]

@@ -27,7 +27,13 @@ from dataclasses import dataclass
 
 import torch
 
-from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms
+from graphopt.solvers.ggm.groups import (
+    GroupStructure,
+    _device_indices,
+    group_norms,
+    grouped_mask,
+    set_grouped,
+)
 
 GROWTH = 0.1
 """ADMM's polish: at most this fraction of the current support (at least 2 entries) of
@@ -63,10 +69,7 @@ class ActiveSet:
         along = torch.zeros_like(self.curvature).index_add_(0, index, values * self.directions)
         keep = (along > 0) | ~self.groups
         values = values * keep[index]
-        projected = trial.clone()
-        projected[rows, cols] = values
-        projected[cols, rows] = values
-        return projected
+        return set_grouped(trial.clone(), self.structure, values)
 
     def penalty_hessian(self, d: torch.Tensor) -> torch.Tensor | None:
         """The norm's curvature applied to a symmetric direction D (p, p), or None when
@@ -77,10 +80,7 @@ class ActiveSet:
         values = d[rows, cols]
         along = torch.zeros_like(self.curvature).index_add_(0, index, values * self.directions)
         product = self.curvature[index] * (values - self.directions * along[index])
-        result = torch.zeros_like(d)
-        result[rows, cols] = product
-        result[cols, rows] = product
-        return result
+        return set_grouped(torch.zeros_like(d), self.structure, product)
 
 
 def build_active_set(
@@ -130,18 +130,11 @@ def build_active_set(
         omega[rows, cols] / norms.clamp_min(tiny)[index],
         -gradient[rows, cols] / g_norms.clamp_min(tiny)[index],
     )
-    grouped = torch.zeros_like(omega, dtype=torch.bool)
-    grouped[rows, cols] = True
-    grouped[cols, rows] = True
-    free = ~grouped
     entry_free = groups[index]
-    free[rows[entry_free], cols[entry_free]] = True
-    free[cols[entry_free], rows[entry_free]] = True
-    model = torch.where(free, residual, 0.0)
+    free = set_grouped(~grouped_mask(structure, omega.device), structure, entry_free)
     model_values = gradient[rows, cols] + weights[index] * directions
     model_values = torch.where(entry_free, model_values, 0.0)
-    model[rows, cols] = model_values
-    model[cols, rows] = model_values
+    model = set_grouped(torch.where(free, residual, 0.0), structure, model_values)
     curvature = torch.where(nonzero & (sizes > 1), weights / norms.clamp_min(tiny), 0.0)
     return ActiveSet(free, model, structure, None, groups, directions, curvature)
 
@@ -189,14 +182,8 @@ def quic_free_set(
     if structure.singleton:
         return free
     rows, cols, index = _device_indices(structure, omega.device)
-    grouped = torch.zeros_like(free)
-    grouped[rows, cols] = True
-    grouped[cols, rows] = True
     marked = torch.zeros(structure.n_groups, dtype=omega.dtype, device=omega.device)
     marked.index_add_(0, index, free[rows, cols].to(omega.dtype))
-    entry = marked[index] > 0
-    free |= ~grouped
-    free[rows, cols] = entry
-    free[cols, rows] = entry
-    free.fill_diagonal_(True)
-    return free
+    free |= ~grouped_mask(structure, omega.device)
+    set_grouped(free, structure, marked[index] > 0)
+    return free.fill_diagonal_(True)

@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms
+from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms, set_grouped
 from graphopt.solvers.ggm.objective import log_det
 from graphopt.solvers.ggm.penalties import L1Penalty, Penalty
 
@@ -57,11 +57,7 @@ def dual_point(
     )
     norms = group_norms(g, structure)
     shrink = torch.where(norms > bound, bound / norms.clamp_min(torch.finfo(s.dtype).tiny), 1.0)
-    u = torch.zeros_like(s)
-    values = g[rows, cols] * shrink[index]
-    u[rows, cols] = values
-    u[cols, rows] = values
-    return u
+    return set_grouped(torch.zeros_like(s), structure, g[rows, cols] * shrink[index])
 
 
 def duality_gap(

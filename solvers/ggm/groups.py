@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -206,6 +207,21 @@ def group_norms(matrix: torch.Tensor, structure: GroupStructure) -> torch.Tensor
     squares = matrix[rows, cols].square()
     sums = torch.zeros(structure.n_groups, dtype=matrix.dtype, device=matrix.device)
     return sums.index_add_(0, index, squares).sqrt()
+
+
+def set_grouped(matrix: torch.Tensor, structure: GroupStructure, values: Any) -> torch.Tensor:
+    """Write ``values`` (one per grouped upper-triangle entry, or a scalar) on every
+    grouped entry of ``matrix`` and its transpose, in place; returns ``matrix``."""
+    rows, cols, _ = _device_indices(structure, matrix.device)
+    matrix[rows, cols] = values
+    matrix[cols, rows] = values
+    return matrix
+
+
+def grouped_mask(structure: GroupStructure, device: torch.device) -> torch.Tensor:
+    """(p, p) bool: the grouped entries, both triangles."""
+    mask = torch.zeros(structure.size, structure.size, dtype=torch.bool, device=device)
+    return set_grouped(mask, structure, True)
 
 
 def _device_indices(

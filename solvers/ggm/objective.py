@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms
+from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms, set_grouped
 from graphopt.solvers.ggm.penalties import L1Penalty, Penalty, penalty_value
 
 
@@ -90,10 +90,7 @@ def subgradient(
         g_values + torch.where(active, slope[index], 0.0) * direction,
         g_values * torch.where(g_norms > 0, shrink, 0.0)[index],
     )
-    r = gradient.clone()
-    r[rows, cols] = values
-    r[cols, rows] = values
-    return r
+    return set_grouped(gradient.clone(), structure, values)
 
 
 def l1_residual(omega: torch.Tensor, gradient: torch.Tensor, lam: float) -> torch.Tensor:

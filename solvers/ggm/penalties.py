@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms
+from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms, set_grouped
 from graphopt.solvers.validation import check_positive
 
 
@@ -292,8 +292,4 @@ def group_prox(
     norms = group_norms(v, structure)
     shrunk = penalty.prox(norms, weight * weights)
     scale = torch.where(norms > 0, shrunk / norms.clamp_min(torch.finfo(v.dtype).tiny), 0.0)
-    values = v[rows, cols] * scale[index]
-    z = v.clone()
-    z[rows, cols] = values
-    z[cols, rows] = values
-    return z
+    return set_grouped(v.clone(), structure, v[rows, cols] * scale[index])
