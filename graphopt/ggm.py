@@ -8,6 +8,7 @@ well as the built-ins -- and passes the objects down.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from graphopt._registry import registry
@@ -18,25 +19,29 @@ def solve(
     penalty: Any = "l1",
     groups: Any = None,
     lam: float | None = None,
-    solver: Any = "admm",
+    solver: Any = "auto",
     *,
     p: float | None = None,
+    penalty_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Any:
     """``graphopt.solvers.ggm.solve`` with ``penalty``/``solver`` names looked up in the registry.
 
-    A registered penalty is a ``Penalty`` subclass (or factory), instantiated
-    with ``p=p`` when p is given; a registered solver is a callable with the
-    signature of ``graphopt.solvers.ggm.admm``. Unknown names raise
-    ``UnknownNameError`` (a ``ValueError``) listing the choices.
+    A registered penalty is a ``Penalty`` subclass (or factory), built as
+    ``factory(**penalty_options)`` (``p``, when given, is the option ``p``); an
+    unknown option or a value it rejects raises ``ValueError`` naming the penalty
+    and the option. A registered solver is a callable with the signature of
+    ``graphopt.solvers.ggm.admm``; "auto" is the built-in choice. Unknown names
+    raise ``UnknownNameError`` (a ``ValueError``) listing the choices.
     """
+    from graphopt.solvers.ggm import make_penalty
     from graphopt.solvers.ggm import solve as solve_ggm
 
     if isinstance(penalty, str):
         factory = registry.get("penalty", penalty)
-        penalty = factory() if p is None else factory(p=p)
-    elif p is not None:
-        raise ValueError("p is only used with a penalty given by name")
-    if isinstance(solver, str):
+        penalty = make_penalty(penalty, p, penalty_options, factory=factory)
+    else:
+        penalty = make_penalty(penalty, p, penalty_options)
+    if isinstance(solver, str) and solver != "auto":
         solver = registry.get("ggm_solver", solver)
     return solve_ggm(S, penalty=penalty, groups=groups, lam=lam, solver=solver, **options)

@@ -252,21 +252,29 @@ def check_int_in_range(value: Any, name: str, low: int, high: int | None = None)
     return number
 
 
-def check_positive_semidefinite(tensor: torch.Tensor, name: str, *, definite: bool = False) -> None:
+def check_positive_semidefinite(
+    tensor: torch.Tensor, name: str, *, definite: bool = False, eps: float | None = None
+) -> None:
     """Reject a symmetric matrix that is not positive semidefinite (or definite).
 
-    One Cholesky factorization (no eigendecomposition): semidefinite means
-    ``A + 1e-8 max(|A_ii|) I`` factorizes, definite that ``A`` itself does; the
-    diagonal must be positive either way.
+    One Cholesky factorization (no eigendecomposition) of the correlation-scaled
+    ``C = D^-1/2 A D^-1/2`` (so the test does not depend on A's units): semidefinite
+    means ``C + t I`` factorizes, t = max(1e-8, 4 n eps) (above the rounding of the
+    data: ``eps`` default the tensor dtype's; pass the input's when the check runs on
+    an up-cast copy), definite that ``C`` itself does; the diagonal must be positive.
     """
     diagonal = tensor.diagonal()
     if not bool((diagonal > 0).all()):
         raise ValueError(
             f"{name} must have a positive diagonal; min {name}_ii = {float(diagonal.min()):.3g}"
         )
-    shift = 0.0 if definite else 1e-8 * float(diagonal.max())
-    eye = torch.eye(tensor.shape[0], dtype=tensor.dtype, device=tensor.device)
-    if int(torch.linalg.cholesky_ex(tensor + shift * eye)[1]) != 0:
+    root = diagonal.rsqrt()
+    scaled = tensor * root[:, None] * root[None, :]
+    size = tensor.shape[0]
+    eps = torch.finfo(tensor.dtype).eps if eps is None else eps
+    shift = 0.0 if definite else max(1e-8, 4 * size * eps)
+    eye = torch.eye(size, dtype=tensor.dtype, device=tensor.device)
+    if int(torch.linalg.cholesky_ex(scaled + shift * eye)[1]) != 0:
         kind = "positive definite" if definite else "positive semidefinite"
         raise ValueError(f"{name} must be {kind} (its Cholesky factorization failed)")
 

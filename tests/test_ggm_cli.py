@@ -88,3 +88,24 @@ def test_solve_ggm_unknown_penalty_lists_choices(tmp_path, capsys):
     np.save(tmp_path / "s.npy", np.eye(3))
     assert main(["solve", "ggm", str(tmp_path / "s.npy"), "--lam", "0.1", "--penalty", "scad"]) == 2
     assert "l1" in capsys.readouterr().err
+
+
+def test_solve_ggm_passes_penalty_options_as_yaml_scalars(tmp_path):
+    s = np.cov(np.random.default_rng(2).standard_normal((40, 5)), rowvar=False, bias=True)
+    np.save(tmp_path / "s.npy", s)
+    common = ["solve", "ggm", str(tmp_path / "s.npy"), "--lam", "0.1", "--penalty", "l2p"]
+    common += ["--groups", "node", "--quiet"]
+    assert main([*common, "--penalty-option", "p=0.7", "-o", str(tmp_path / "a.npy")]) == 0
+    assert main([*common, "--p", "0.7", "-o", str(tmp_path / "b.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    expected = solve(s, penalty="l2p", p=0.7, lam=0.1, groups="node").precision
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), expected)
+
+
+def test_solve_ggm_reports_a_bad_penalty_option_naming_it(tmp_path, capsys):
+    np.save(tmp_path / "s.npy", np.eye(3))
+    args = ["solve", "ggm", str(tmp_path / "s.npy"), "--lam", "0.1", "--quiet"]
+    assert main([*args, "--penalty-option", "gamma=2"]) == 2
+    assert "penalty 'l1' has no option 'gamma'" in capsys.readouterr().err
+    assert main([*args, "--penalty-option", "novalue"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

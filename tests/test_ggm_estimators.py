@@ -57,3 +57,20 @@ def test_cv_chooses_a_grid_alpha_by_held_out_likelihood():
 def test_cv_rejects_bad_alpha_grid():
     with pytest.raises(ValueError, match="alphas"):
         GroupGraphicalLassoCV(alphas=[-1.0]).fit(_data())
+
+
+def test_estimator_reports_its_certificate_and_takes_penalty_options():
+    x = _data(80)
+    convex = GroupGraphicalLasso(alpha=0.1).fit(x)
+    assert convex.converged_
+    assert convex.duality_gap_ <= 1e-8 * max(1.0, abs(convex.objective_))
+    s = np.cov(x, rowvar=False, bias=True)
+    assert convex.stationarity_ == pytest.approx(convex.kkt_residual_ / np.linalg.norm(s))
+    by_options = GroupGraphicalLasso(
+        alpha=0.1, penalty="l2p", penalty_options={"p": 0.8}, groups="node"
+    ).fit(x)
+    by_p = GroupGraphicalLasso(alpha=0.1, penalty="l2p", p=0.8, groups="node").fit(x)
+    np.testing.assert_array_equal(by_options.precision_, by_p.precision_)
+    assert by_options.duality_gap_ is None and by_options.get_params()["penalty_options"] == {
+        "p": 0.8
+    }

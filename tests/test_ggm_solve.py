@@ -10,14 +10,11 @@ import torch
 from sklearn.covariance import graphical_lasso
 from sklearn.datasets import make_sparse_spd_matrix
 
-import graphopt
-from graphopt.ggm import solve as solve_by_name
 from graphopt.solvers.ggm import (
     AndersonAccelerator,
     GGMConvergenceWarning,
     L1Penalty,
     L2pPenalty,
-    Penalty,
     coupled_objective,
     groups_from_pairs,
     make_groups,
@@ -223,11 +220,16 @@ BAD_INPUTS = [
     (np.eye(3), {"groups": [[(0, 1)], [(1, 0)]]}, "overlap"),
     (np.eye(3), {"groups": [[(2, 2)]]}, "diagonal"),
     (np.eye(3), {"penalty": "scad"}, "penalty"),
-    (np.eye(3), {"solver": "newton"}, "solver"),
+    (np.eye(3), {"solver": "nosuch"}, "solver"),
+    (np.eye(3), {"rho": 2.0}, "no option 'rho'"),  # the default solver for l1: newton
     (np.eye(3), {"omega0": np.eye(2)}, "omega0"),
-    (np.array([[1.0, 0.5], [0.5, 1.0]]), {"anderson": -1}, "anderson"),  # one block: admm runs
-    (np.array([[1.0, 0.5], [0.5, 1.0]]), {"anderson": 2.5}, "anderson"),
-    (np.array([[1.0, 0.5], [0.5, 1.0]]), {"mixed_precision": "yes"}, "mixed_precision"),
+    (np.array([[1.0, 0.5], [0.5, 1.0]]), {"solver": "admm", "anderson": -1}, "anderson"),
+    (np.array([[1.0, 0.5], [0.5, 1.0]]), {"solver": "admm", "anderson": 2.5}, "anderson"),
+    (
+        np.array([[1.0, 0.5], [0.5, 1.0]]),
+        {"solver": "admm", "mixed_precision": "yes"},
+        "mixed_precision",
+    ),
 ]
 
 
@@ -260,7 +262,7 @@ def test_non_convergence_sets_converged_false_and_warns():
 def test_stopped_early_admm_answers_with_its_lowest_objective_definite_iterate():
     s = _anchor_like_correlation(100)
     with pytest.warns(GGMConvergenceWarning):
-        result = solve(s, lam=0.1, max_iter=3, screen=False, newton_switch=0)
+        result = solve(s, lam=0.1, solver="admm", max_iter=3, screen=False, newton_switch=0)
 
     def l1_objective(precision):  # numpy, independent of graphopt's objective
         off_diagonal = np.abs(precision).sum() - np.abs(np.diag(precision)).sum()
@@ -369,8 +371,9 @@ def _anchor_like_correlation(p: int) -> np.ndarray:
 def test_anderson_accelerated_admm_reaches_the_plain_optimum_in_fewer_iterations():
     s = _anchor_like_correlation(100)
     # ADMM alone (no Newton polish at the end)
-    plain = solve(s, lam=0.1, tol=1e-10, anderson=0, screen=False, newton_switch=0)
-    accelerated = solve(s, lam=0.1, tol=1e-10, screen=False, newton_switch=0)
+    options = {"solver": "admm", "tol": 1e-10, "screen": False, "newton_switch": 0}
+    plain = solve(s, lam=0.1, anderson=0, **options)
+    accelerated = solve(s, lam=0.1, **options)
     assert plain.converged and accelerated.converged
     assert accelerated.n_iter < plain.n_iter / 2  # measured: 115 vs 421
     # the objective is ~0.13 here: compare in absolute terms (measured difference 2.8e-8,
@@ -382,8 +385,9 @@ def test_anderson_accelerated_admm_reaches_the_plain_optimum_in_fewer_iterations
 def test_mixed_precision_admm_switches_to_float64_and_reaches_its_optimum():
     s = _anchor_like_correlation(100)
     # ADMM alone, to a tight tolerance: the tail must run on float64 steps
-    mixed = solve(s, lam=0.1, tol=1e-10, screen=False, newton_switch=0)
-    exact = solve(s, lam=0.1, tol=1e-10, screen=False, newton_switch=0, mixed_precision=False)
+    options = {"solver": "admm", "tol": 1e-10, "screen": False, "newton_switch": 0}
+    mixed = solve(s, lam=0.1, **options)
+    exact = solve(s, lam=0.1, mixed_precision=False, **options)
     assert mixed.converged and exact.converged
     assert 0 < mixed.info["float32_steps"] < mixed.n_iter
     assert exact.info["float32_steps"] == 0
@@ -396,49 +400,89 @@ def test_solver_counters_are_summed_over_screened_bins(monkeypatch):
 
     monkeypatch.setattr(api, "PACK_SIZE", 1)  # every block its own bin
     s = _two_block_covariance()
-    screened = solve(s, lam=0.2, screen=True)
+    screened = solve(s, lam=0.2, solver="admm", screen=True)
     assert len(screened.info["blocks"]) == 2
     blocks = (slice(0, 5), slice(5, 10))
-    parts = [solve(s[block][:, block], lam=0.2, screen=False) for block in blocks]
+    parts = [solve(s[block][:, block], lam=0.2, solver="admm", screen=False) for block in blocks]
     for key in ("float32_steps", "newton_steps", "rejected_accelerations"):
         assert screened.info[key] == sum(part.info[key] for part in parts)
 
 
-def test_history_records_objective_and_residuals_per_iteration():
-    result = solve(covariance(30, 6, 17), lam=0.1)
-    for key in ("objective", "primal_residual", "dual_residual"):
+@pytest.mark.parametrize(
+    ("solver", "keys"),
+    [
+        ("admm", ("objective", "primal_residual", "dual_residual", "rho")),
+        ("newton", ("objective", "step_norm", "lam")),
+        ("bcd", ("objective", "primal_residual", "dual_residual")),
+    ],
+)
+@pytest.mark.filterwarnings("ignore::graphopt.solvers.ggm.GGMConvergenceWarning")
+def test_history_records_the_solvers_values_per_iteration(solver, keys):
+    result = solve(covariance(30, 6, 17), lam=0.1, solver=solver, screen=False)
+    assert result.n_iter > 0
+    for key in keys:
         assert len(result.history[key]) == result.n_iter
 
 
-def test_registered_third_party_penalty_is_found_by_name(monkeypatch):
-    class DoubleL1(Penalty):
-        """phi(t) = 2 t: with lam / 2 the same problem as l1 with lam."""
+def test_docs_bcd_reference_example_converges_without_a_warning():
+    """docs/solvers/ggm.md: the reference lambda0, tau, p on a [GGM] log-score covariance."""
+    from graphopt.plugins.pca_ggm_allocation import log_score_covariance
 
-        name = "double_l1"
-        convex = True
+    rng = np.random.default_rng(0)
+    scores = torch.from_numpy(rng.gamma(2.0, size=(200, 20)))
+    s, _ = log_score_covariance(scores)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GGMConvergenceWarning)
+        paper = solve(
+            s, penalty="l2p", p=0.9, solver="bcd", groups="important:4", lam=20.0, max_iter=2000
+        )
+    assert paper.converged and 50 < paper.n_iter < 2000
+    objective = np.array(paper.history["objective"])
+    assert np.all(np.diff(objective) <= 1e-9 * np.abs(objective[:-1]))
 
-        def phi(self, t):
-            return 2 * t
 
-        def prox(self, t, weight):
-            return (t - 2 * weight).clamp_min(0)
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ([[(0, 1.5)]], r"groups\[0\] index must be an integer; got 1.5"),
+        ([[(True, 0)]], r"groups\[0\] index must be an integer"),
+        ([1, 2], r"groups\[0\] must be a list of pairs"),
+        (3, "groups"),
+    ],
+)
+def test_malformed_groups_are_named_not_truncated(groups, message):
+    with pytest.raises(ValueError, match=message):
+        solve(covariance(30, 4, 3), lam=0.1, groups=groups)
 
-        def derivative(self, t):
-            return 2 * torch.ones_like(t)
 
-    registry = graphopt.Registry(builtins=("graphopt.plugins.ggm_solvers",))
-    registry.load()
+@pytest.mark.parametrize("solver", ["admm", "bcd"])
+@pytest.mark.parametrize("variance", [2.0, 2e-152, 3e150])
+def test_a_one_variable_problem_is_its_closed_form(solver, variance):
+    """Omega = 1 / S_11 for every penalty and solver (no off-diagonal entry to penalize)."""
+    s = np.array([[variance]])
+    options = {"lambda0": 1000.0 * variance**2} if solver == "bcd" else {}
+    for penalty, p in [("l1", None), ("l2p", 0.5)]:
+        result = solve(s, penalty=penalty, p=p, lam=0.1 * variance, solver=solver, **options)
+        assert result.converged
+        np.testing.assert_allclose(result.precision, [[1.0 / variance]], rtol=1e-15)
 
-    class Plugin:
-        @staticmethod
-        @graphopt.hookimpl
-        def graphopt_register(registry):
-            registry.add("penalty", "double_l1", DoubleL1)
 
-    registry.register(Plugin, name="third_party")
-    monkeypatch.setattr("graphopt.ggm.registry", registry)
-    s = covariance(30, 6, 18)
-    ours = solve_by_name(s, penalty="double_l1", lam=0.05)
-    plain = solve(s, lam=0.1)
-    assert ours.objective == pytest.approx(plain.objective, rel=1e-7)
-    assert ours.kkt_residual < 1e-3
+def test_a_singular_float32_covariance_is_accepted_with_a_penalty():
+    """The semidefinite check allows the input's own rounding (float32 here), whatever its
+    units: a rank-1 S of 2 samples at 1e-32 solves like the same S at unit scale."""
+    x = np.array([[1.0, -0.3], [-2.0, 0.2]])
+    s = np.cov(x, rowvar=False, bias=True)
+    unit = solve(torch.tensor(s, dtype=torch.float32), lam=0.1)
+    tiny = solve(torch.tensor(1e-32 * s, dtype=torch.float32), lam=0.1e-32)
+    assert unit.converged and tiny.converged
+    np.testing.assert_allclose(1e-32 * tiny.precision.numpy(), unit.precision.numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="S must be positive definite"):
+        solve(torch.tensor(s, dtype=torch.float32), lam=0.0)
+
+
+def test_bcd_coupling_outside_float64_on_the_unit_scale_is_named():
+    s = 1e-150 * covariance(30, 3, 4)
+    with pytest.raises(
+        ValueError, match=r"lambda0=1e\+03 has the units of S\^2.*lambda0=1e\+03 \*"
+    ):
+        solve(s, lam=1e-151, solver="bcd")

@@ -267,7 +267,7 @@ def test_model_and_optimizer_state_dicts_resume_bit_identically_after_the_alloca
         ({"top_k": 3}, r"top_k \(3\) must be >= n_important"),
         ({"n_important": 30, "top_k": 30}, "n_important = 30 must be below"),
         ({"warmup_steps": 1}, "warmup_steps must be an integer >= 2"),
-        ({"solver": "newton"}, "solver must be one of"),
+        ({"solver": "nosuch"}, "solver must be one of"),
     ],
 )
 def test_bad_settings_are_clear_errors_and_model_unchanged(settings, message):

@@ -28,15 +28,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ggm = problems.add_parser("ggm", help="l1 / group / l2,p penalized Gaussian graphical model")
     ggm.add_argument("input", help="covariance matrix (.npy/.csv), or data with --data")
     ggm.add_argument("--data", action="store_true", help="input holds samples (rows), not S")
-    ggm.add_argument("--lam", type=float, help="penalty weight (required for admm)")
+    ggm.add_argument(
+        "--lam",
+        type=float,
+        help="penalty weight >= 0, on the scale of S (required, except with --solver bcd, "
+        "whose default is the reference tau of METHODS.md)",
+    )
     ggm.add_argument("--penalty", default="l1", help="registered penalty name (l1, l2p, ...)")
     ggm.add_argument("--p", type=float, dest="exponent", help="exponent of l2p in (0, 1]")
-    ggm.add_argument("--solver", default="admm", help="registered GGM solver (admm, bcd, ...)")
+    ggm.add_argument(
+        "--penalty-option",
+        action="append",
+        default=[],
+        dest="penalty_options",
+        metavar="KEY=VALUE",
+        help="a hyperparameter of the penalty (repeatable; VALUE is read as a YAML scalar)",
+    )
+    ggm.add_argument(
+        "--solver", default="auto", help="registered GGM solver (auto, newton, admm, bcd, ...)"
+    )
     ggm.add_argument(
         "--groups", default="singleton", help="singleton | node | important:K | groups.json"
     )
-    ggm.add_argument("--tol", type=float)
-    ggm.add_argument("--max-iter", type=int, dest="max_iter")
+    ggm.add_argument("--tol", type=float, help="relative certificate tolerance (solver default)")
+    ggm.add_argument("--max-iter", type=int, dest="max_iter", help="iteration cap (solver default)")
     ggm.add_argument("--device", help="torch device (default cpu)")
     ggm.add_argument("--output", "-o", help="precision .npy (default INPUT.precision.npy)")
     ggm.add_argument("--report", help="JSON report (default OUTPUT with .json)")
@@ -56,6 +71,9 @@ def run_ggm(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     with errors_named({"device": "--device"}):
         check_device(args.device, "device")
+    if args.lam is None and args.solver != "bcd":
+        raise CLIError(f"--lam is required with --solver {args.solver} (only bcd has a default)")
+    penalty_options = _penalty_options(args.penalty_options)
     source = Path(args.input)
     output = Path(args.output) if args.output else source.with_suffix(".precision.npy")
     report_path = Path(args.report) if args.report else output.with_suffix(".json")
@@ -96,6 +114,7 @@ def run_ggm(args: argparse.Namespace) -> int:
                 max_iter=args.max_iter,
                 device=args.device,
                 p=args.exponent,
+                penalty_options=penalty_options,
                 progress=progress,
             )
     finally:
@@ -178,6 +197,30 @@ def _groups(spec: str) -> Any:
         raise CLIError(f"{path}: is not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise CLIError(f"{path}: invalid JSON ({err})") from None
+
+
+def _penalty_options(items: list[str]) -> dict[str, Any]:
+    """``--penalty-option KEY=VALUE`` items as a dict, each VALUE a YAML scalar."""
+    import contextlib
+
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--penalty-option must be KEY=VALUE; got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise CLIError(f"--penalty-option {key.strip()}: cannot read {text!r}: {err}") from err
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, dict | list):
+            raise CLIError(f"--penalty-option {key.strip()} must be a scalar; got {text!r}")
+        options[key.strip()] = value
+    return options
 
 
 def _progress(quiet: bool, max_iter: int | None) -> tuple[Any, Any]:

@@ -16,12 +16,14 @@ O'Donoghue & Boyd 2020). rho is balanced against the residuals (Boyd sec.
 3.4.1: x2 when ||r|| > 10 ||s||, /2 when ||s|| > 10 ||r||, U rescaled), at most
 every ``rho_every`` iterations since each change resets the acceleration.
 Stopping: the primal/dual residuals below tol (absolute x p plus relative;
-sqrt(tol) for convex penalties) AND, for convex penalties, the KKT residual at
-Z below ``kkt_tol`` -- the residual test alone stops early at points whose
-objective is off in the 6th digit. The KKT residual (a Cholesky and an
-inverse) is checked when the residual test first passes and then after as
-many iterations as the residuals' linear rate predicts it needs (1 to
-``kkt_every``). For p < 1 ADMM is a well-behaved heuristic: check its objective.
+sqrt(tol) for convex penalties) AND, for convex penalties, the relative duality
+gap at Z (``duality``) below tol -- the residual test alone stops early at points
+whose objective is off in the 6th digit. (A convex penalty without a conjugate is
+certified by its relative stationarity residual instead, below ``kkt_tol``.) The
+certificate (two Cholesky factorizations and an inverse) is checked when the
+residual test first passes and then after as many iterations as the residuals'
+linear rate predicts it needs (1 to ``kkt_every``). For p < 1 ADMM is a
+well-behaved heuristic: check its objective and stationarity.
 
 Far from the optimum the Omega-step runs in float32 (``mixed_precision``; on
 float64 input): its eigendecomposition is about twice as fast, and its error,
@@ -30,14 +32,14 @@ when the step errors are small against the residuals: Eckstein & Bertsekas
 1992). Once the primal residual falls below ``FLOAT32_MARGIN`` times float32's
 rounding error at the problem's scale, every step is float64.
 
-For the l1 graphical lasso (singleton groups), once the sign pattern of Z has
-settled (at most ``newton_switch`` of its nonzeros change sign in an iteration)
-and Z is positive definite with KKT residual <= 0.1 max(1, ||S||_F), ADMM
-hands Z to an orthant Newton-CG polish (``newton``), which converges
-quadratically where ADMM converges linearly, slowly on ill-conditioned
-problems. A polish that stalls is dropped and ADMM goes on from its own state,
-trying again after a quarter as many iterations as it has run (at least 10),
-twice that after a second failure, and so on.
+For the l1 and group lasso (phi(t) = t), once the sign pattern of Z has settled
+(at most ``newton_switch`` of its nonzeros change sign in an iteration) and Z is
+positive definite with relative stationarity <= 0.1, ADMM hands Z to the
+orthant Newton-CG polish (``newton``), which converges quadratically where ADMM
+converges linearly, slowly on ill-conditioned problems. A polish that stalls is
+dropped and ADMM goes on from its own state, trying again after a quarter as
+many iterations as it has run (at least 10), twice that after a second
+failure, and so on.
 """
 
 from __future__ import annotations
@@ -48,11 +50,19 @@ from collections.abc import Callable
 import torch
 
 from graphopt.solvers.ggm.anderson import AndersonAccelerator
+from graphopt.solvers.ggm.duality import duality_gap, relative_gap
 from graphopt.solvers.ggm.groups import GroupStructure
-from graphopt.solvers.ggm.newton import Polish, l1_newton
-from graphopt.solvers.ggm.objective import kkt_residual, objective
+from graphopt.solvers.ggm.newton import Polish, proximal_newton
+from graphopt.solvers.ggm.objective import kkt_residual, objective, stationarity
 from graphopt.solvers.ggm.omega_step import omega_step
-from graphopt.solvers.ggm.penalties import L1Penalty, Penalty, group_prox, penalty_value
+from graphopt.solvers.ggm.penalties import (
+    Penalty,
+    group_prox,
+    has_conjugate,
+    has_derivative,
+    lasso_slope,
+    penalty_value,
+)
 from graphopt.solvers.ggm.result import GGMResult, warn_not_converged
 from graphopt.solvers.validation import check_int_in_range
 
@@ -88,15 +98,17 @@ def admm(
 ) -> GGMResult:
     """Solve the penalized problem on tensors (float64, any device); see module doc.
 
+    The defaults assume S on unit scale (``solve`` passes S with unit mean variance).
     ``omega0`` warm-starts Z = omega0 with the dual U = (omega0^-1 - S) / rho that
     makes omega0 a fixed point of the Omega-step. ``relaxation`` in [1, 2)
     defaults to 1.8 (the top of Boyd's range 1.5-1.8; fewest iterations on the
     benchmark) for convex penalties, 1 otherwise. ``anderson`` is the
     acceleration memory (0 turns it off); default 5 for convex penalties, 0
-    otherwise. ``kkt_tol`` defaults to ``0.1 sqrt(tol) max(1, ||S||_F)``
-    (objective error ~ KKT^2). ``newton_switch``: the fraction of sign changes
-    below which the l1 Newton polish is tried (0 turns it off). ``mixed_precision``:
-    float32 Omega-steps far from the optimum (float64 input only; see module doc).
+    otherwise. ``kkt_tol``: the relative stationarity target of convex penalties
+    without a conjugate (default ``0.1 sqrt(tol)``). ``newton_switch``: the
+    fraction of sign changes below which the Newton polish is tried (0 turns it
+    off). ``mixed_precision``: float32 Omega-steps far from the optimum (float64
+    input only; see module doc).
     """
     p = s.shape[0]
     if omega0 is None:
@@ -120,11 +132,10 @@ def admm(
     float32_floor = FLOAT32_MARGIN * torch.finfo(torch.float32).eps
     float32_steps = 0
     accelerator = AndersonAccelerator(anderson) if anderson > 0 else None
-    # convex: the residual test only gates the KKT test, which decides; measured on the
-    # benchmark, KKT ~ sqrt(tol) ||S||_F / 10 leaves the objective ~1e-10 relative off
+    certify = has_conjugate(penalty)
+    # convex: the residual test only gates the certificate, which decides
     residual_tol = math.sqrt(tol) if convex else tol
-    if kkt_tol is None:
-        kkt_tol = 0.1 * math.sqrt(tol) * max(1.0, float(s.norm()))
+    target = tol if certify else (0.1 * math.sqrt(tol) if kkt_tol is None else kkt_tol)
     history: dict[str, list[float]] = {
         "objective": [],
         "primal_residual": [],
@@ -132,20 +143,22 @@ def admm(
         "rho": [],
     }
     converged = False
-    kkt = math.inf
-    checked: tuple[torch.Tensor, torch.Tensor] | None = None  # Z's factor, Z^-1 at the KKT stop
+    accuracy = math.inf  # relative gap (or stationarity) at the last check
+    checked: tuple[torch.Tensor, torch.Tensor, float] | None = (
+        None  # at the stop: factor, Z^-1, gap
+    )
     primal = dual = math.inf
-    next_kkt_check = 0
+    next_check = 0
     last_rho_change = 0
     fallback: torch.Tensor | None = None  # T(v) of the point an extrapolation came from
     reference = math.inf  # its fixed-point residual
     rejected = 0
-    use_newton = newton_switch > 0 and structure.singleton and type(penalty) is L1Penalty
+    slope = lasso_slope(penalty)
+    use_newton = newton_switch > 0 and slope is not None and certify
     polish: Polish | None = None
     polish_steps = 0
     next_polish = 0
     failed_polishes = 0
-    start_kkt = 0.1 * max(1.0, float(s.norm()))
 
     def record(value: float, primal: float, dual: float) -> None:
         history["objective"].append(value)
@@ -168,8 +181,14 @@ def admm(
         if use_newton and iteration >= next_polish:
             changes = int((z.sign() != z_old.sign()).sum())
             if changes <= newton_switch * int((z != 0).sum()):
-                polish = l1_newton(
-                    s, z, lam, kkt_tol, max_start_kkt=start_kkt, on_step=record_newton
+                polish = proximal_newton(
+                    s,
+                    z,
+                    structure,
+                    lam * slope,
+                    tol,
+                    max_start_stationarity=0.1,
+                    on_step=record_newton,
                 )
                 if polish is not None:  # None: Z not definite or too far, try again next time
                     polish_steps += len(polish.objectives)
@@ -181,7 +200,7 @@ def admm(
         u = v - z
         step = omega_step(rho * (z - u) - s, rho, torch.float32 if low_precision else None)
         omega = step.omega
-        target = v + relaxation * (omega - z)
+        target_v = v + relaxation * (omega - z)
         primal = float((omega - z).norm())
         residual_scale = p + max(float(omega.norm()), float(z.norm()))
         float32_steps += low_precision
@@ -205,37 +224,39 @@ def admm(
             if not convex:
                 converged = True
                 break
-            if iteration >= next_kkt_check:
-                kkt, factor, covariance = _kkt_at(z, s, structure, penalty, lam)
-                if kkt <= kkt_tol:
-                    converged, checked = True, (factor, covariance)
+            if iteration >= next_check:
+                accuracy, found = _certificate(z, s, structure, penalty, lam, certify)
+                if accuracy <= target:
+                    converged, checked = True, found
                     break
-                next_kkt_check = iteration + _iterations_until(
-                    kkt, kkt_tol, history["primal_residual"], kkt_every
+                next_check = iteration + _iterations_until(
+                    math.sqrt(accuracy), math.sqrt(target), history["primal_residual"], kkt_every
                 )
         if adaptive_rho and iteration - last_rho_change >= rho_every:
             scale = 2.0 if primal > 10.0 * dual else 0.5 if dual > 10.0 * primal else 1.0
             if scale != 1.0:
                 # the same ADMM state (Z, U) with U rescaled by rho_old / rho_new
-                z_next = group_prox(target, structure, penalty, lam / rho)
+                z_next = group_prox(target_v, structure, penalty, lam / rho)
                 rho, last_rho_change = rho * scale, iteration
-                v = z_next + (target - z_next) / scale
+                v = z_next + (target_v - z_next) / scale
                 fallback = None
                 if accelerator is not None:
                     accelerator.reset()
                 continue
         if accelerator is None:
-            v = target
+            v = target_v
         else:
-            fallback, reference = target, relaxation * primal
-            v = accelerator.step(v, target)
+            fallback, reference = target_v, relaxation * primal
+            v = accelerator.step(v, target_v)
+    gap: float | None = None
     if polish is not None and polish.converged:
         precision, factor, covariance = polish.omega, polish.factor, polish.covariance
+        value, result_kkt, gap = polish.objective, polish.kkt, polish.gap
+    elif checked is not None:  # stopped on the certificate at Z: its factorization is at hand
+        precision, (factor, covariance, found_gap) = z, checked
         value = objective(precision, s, structure, penalty, lam, factor)
-        result_kkt: float | None = polish.kkt
-    elif checked is not None:  # stopped on the KKT test at Z: its factorization is at hand
-        precision, (factor, covariance), result_kkt = z, checked, kkt
-        value = objective(precision, s, structure, penalty, lam, factor)
+        result_kkt = kkt_residual(precision, s, structure, penalty, lam, covariance)
+        gap = found_gap if certify else None
     else:
         # converged: Z; stopped early: the positive definite iterate with the lowest objective
         candidates = [z] if converged else [z, omega]
@@ -254,10 +275,18 @@ def admm(
         covariance = torch.cholesky_inverse(factor)
         covariance = 0.5 * (covariance + covariance.T)
         result_kkt = (
-            kkt_residual(precision, s, structure, penalty, lam, covariance) if convex else None
+            kkt_residual(precision, s, structure, penalty, lam, covariance)
+            if has_derivative(penalty)
+            else None
         )
+        if certify:
+            gap = duality_gap(
+                precision, s, structure, penalty, lam, covariance=covariance, factor=factor
+            )
     if not converged and warn:
-        warn_not_converged("admm", max_iter, f"primal {primal:.2e}, dual {dual:.2e}, kkt {kkt:.2e}")
+        warn_not_converged(
+            "admm", max_iter, f"primal {primal:.2e}, dual {dual:.2e}, accuracy {accuracy:.2e}"
+        )
     return GGMResult(
         precision=precision,
         covariance=covariance,
@@ -270,10 +299,13 @@ def admm(
         info={
             "rho": rho,
             "rejected_accelerations": rejected,
+            "failed_accelerations": accelerator.failures if accelerator is not None else 0,
             "newton_steps": polish_steps,
             "failed_polishes": failed_polishes,
             "float32_steps": float32_steps,
         },
+        duality_gap=gap,
+        stationarity=None if result_kkt is None else stationarity(result_kkt, s),
     )
 
 
@@ -287,14 +319,25 @@ def _iterations_until(value: float, target: float, residuals: list[float], most:
     return min(most, max(1, math.ceil(math.log(target / value) / log_rate)))
 
 
-def _kkt_at(
-    z: torch.Tensor, s: torch.Tensor, structure: GroupStructure, penalty: Penalty, lam: float
-) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """The KKT residual at Z with Z's Cholesky factor and Z^-1; inf (and the other two
-    meaningless) when Z is not positive definite."""
+def _certificate(
+    z: torch.Tensor,
+    s: torch.Tensor,
+    structure: GroupStructure,
+    penalty: Penalty,
+    lam: float,
+    certify: bool,
+) -> tuple[float, tuple[torch.Tensor, torch.Tensor, float]]:
+    """The relative duality gap at Z (``certify``; else its relative stationarity) with
+    Z's Cholesky factor, Z^-1 and the gap; inf (the rest meaningless) when Z is not
+    positive definite."""
     factor, info = torch.linalg.cholesky_ex(z)
     if int(info) != 0:
-        return math.inf, factor, factor
+        return math.inf, (factor, factor, math.inf)
     covariance = torch.cholesky_inverse(factor)
     covariance = 0.5 * (covariance + covariance.T)
-    return kkt_residual(z, s, structure, penalty, lam, covariance), factor, covariance
+    if not certify:
+        kkt = kkt_residual(z, s, structure, penalty, lam, covariance)
+        return stationarity(kkt, s), (factor, covariance, math.nan)
+    gap = duality_gap(z, s, structure, penalty, lam, covariance=covariance, factor=factor)
+    value = objective(z, s, structure, penalty, lam, factor)
+    return relative_gap(gap, value), (factor, covariance, gap)

@@ -8,7 +8,9 @@ dX, dG of iterates and residuals, the next iterate is
 solved through the m x m normal equations (Tikhonov-regularized, m is small).
 Safeguarding is the caller's job (Zhang, O'Donoghue & Boyd 2020): it compares
 the residual at an accelerated point with the one it extrapolated from and calls
-``reset`` after a rejection or whenever the map T changes.
+``reset`` after a rejection or whenever the map T changes. A singular normal
+system (no unique gamma) gives the plain step T(x), resets the history and counts
+in ``failures``: it never raises.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class AndersonAccelerator:
     def __init__(self, memory: int, regularization: float = 1e-10) -> None:
         self.memory = memory
         self.regularization = regularization
+        self.failures = 0
         self.reset()
 
     def reset(self) -> None:
@@ -60,7 +63,12 @@ class AndersonAccelerator:
         normal = gram[:k, :k]
         ridge = self.regularization * normal.diagonal().sum()
         normal = normal + ridge * torch.eye(k, dtype=normal.dtype, device=normal.device)
-        gamma = torch.linalg.solve(normal, dg[:k] @ g)
+        gamma, info = torch.linalg.solve_ex(normal, dg[:k] @ g)
+        if int(info) != 0 or not bool(torch.isfinite(gamma).all()):
+            # singular differences (e.g. a converged or degenerate map): the plain step
+            self.failures += 1
+            self.reset()
+            return tx
         correction = dx[:k].T @ gamma + dg[:k].T @ gamma
         return tx - correction.reshape(tx.shape)
 

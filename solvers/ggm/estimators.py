@@ -33,10 +33,12 @@ class GroupGraphicalLasso(BaseEstimator):
         alpha: the penalty weight lam >= 0.
         penalty: "l1" or "l2p" (or a ``Penalty`` instance).
         p: exponent of "l2p" (default 0.9).
+        penalty_options: the named penalty's hyperparameters (``Penalty(**options)``).
         groups: as in ``solve`` ("singleton", "node", "important:K", pairs, ...).
-        solver: "admm" or "bcd".
+        solver: "auto", "newton", "admm" or "bcd".
         covariance: "precomputed" to pass the covariance matrix itself to ``fit``.
-        tol: stopping tolerance of the solver.
+        tol: stopping tolerance of the solver (for convex penalties: the relative
+            duality gap).
         max_iter: iteration limit of the solver.
         assume_centered: do not subtract the mean.
         device: torch device to compute on.
@@ -48,7 +50,9 @@ class GroupGraphicalLasso(BaseEstimator):
         n_iter_: solver iterations.
         costs_: the objective at every iteration.
         objective_: the final objective.
-        kkt_residual_: stationarity residual (convex penalties), else None.
+        kkt_residual_: stationarity residual ||R||_F (units of S), None without one.
+        duality_gap_: the duality gap certifying precision_ (convex penalties), else None.
+        stationarity_: the relative stationarity residual ||R||_F / ||S||_F.
         converged_: whether the solver's stopping criterion held.
     """
 
@@ -58,8 +62,9 @@ class GroupGraphicalLasso(BaseEstimator):
         *,
         penalty: Any = "l1",
         p: float | None = None,
+        penalty_options: dict[str, Any] | None = None,
         groups: Any = None,
-        solver: str = "admm",
+        solver: str = "auto",
         covariance: str | None = None,
         tol: float = 1e-8,
         max_iter: int = 2000,
@@ -69,6 +74,7 @@ class GroupGraphicalLasso(BaseEstimator):
         self.alpha = alpha
         self.penalty = penalty
         self.p = p
+        self.penalty_options = penalty_options
         self.groups = groups
         self.solver = solver
         self.covariance = covariance
@@ -90,6 +96,7 @@ class GroupGraphicalLasso(BaseEstimator):
             max_iter=self.max_iter,
             device=self.device,
             p=self.p,
+            penalty_options=self.penalty_options,
         )
         self._store(result, location)
         return self
@@ -119,6 +126,8 @@ class GroupGraphicalLasso(BaseEstimator):
         self.costs_ = list(result.history.get("objective", []))
         self.objective_ = result.objective
         self.kkt_residual_ = result.kkt_residual
+        self.duality_gap_ = result.duality_gap
+        self.stationarity_ = result.stationarity
         self.converged_ = result.converged
 
     def __sklearn_tags__(self) -> Any:
@@ -136,8 +145,12 @@ class GroupGraphicalLassoCV(GroupGraphicalLasso):
             down to ``alpha_ratio * alpha_max``.
         cv: folds (int, splitter or iterable; default 5-fold).
         alpha_ratio: the grid's smallest over largest alpha.
-        penalty: as in ``GroupGraphicalLasso`` (so are p, groups, solver, tol,
-            max_iter, assume_centered and device).
+        penalty: as in ``GroupGraphicalLasso`` (so are p, penalty_options, groups,
+            solver, tol, max_iter, assume_centered and device).
+
+    Differences from scikit-learn's ``GraphicalLassoCV`` (docs/solvers/ggm.md):
+    a test fold is centred with its training fold's mean (scikit-learn centres it
+    with its own), and the grid is not refined (no ``n_refinements``).
 
     Attributes:
         alpha_: the chosen alpha (then refit on all data, with the attributes of
@@ -154,8 +167,9 @@ class GroupGraphicalLassoCV(GroupGraphicalLasso):
         alpha_ratio: float = 0.05,
         penalty: Any = "l1",
         p: float | None = None,
+        penalty_options: dict[str, Any] | None = None,
         groups: Any = None,
-        solver: str = "admm",
+        solver: str = "auto",
         tol: float = 1e-8,
         max_iter: int = 2000,
         assume_centered: bool = False,
@@ -164,6 +178,7 @@ class GroupGraphicalLassoCV(GroupGraphicalLasso):
         super().__init__(
             penalty=penalty,
             p=p,
+            penalty_options=penalty_options,
             groups=groups,
             solver=solver,
             tol=tol,
@@ -175,13 +190,16 @@ class GroupGraphicalLassoCV(GroupGraphicalLasso):
         self.cv = cv
         self.alpha_ratio = alpha_ratio
 
-    def fit(self, X: Any, y: Any = None) -> GroupGraphicalLassoCV:
-        """Cross-validate alpha on data X (n_samples, n_features), then refit on all of X."""
+    def fit(self, X: Any, y: Any = None, **split_params: Any) -> GroupGraphicalLassoCV:
+        """Cross-validate alpha on data X (n_samples, n_features), then refit on all of X.
+
+        ``split_params`` go to the splitter's ``split`` (e.g. ``groups`` for ``GroupKFold``).
+        """
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         location = np.zeros(X.shape[1]) if self.assume_centered else X.mean(axis=0)
         s = empirical_covariance(X, assume_centered=self.assume_centered)
         alphas = self._grid(s)
-        folds = list(check_cv(self.cv).split(X))
+        folds = list(check_cv(self.cv).split(X, y, **split_params))
         scores = np.empty((len(folds), len(alphas)))
         options = {
             "penalty": self.penalty,
@@ -191,6 +209,7 @@ class GroupGraphicalLassoCV(GroupGraphicalLasso):
             "max_iter": self.max_iter,
             "device": self.device,
             "p": self.p,
+            "penalty_options": self.penalty_options,
         }
         for k, (train, test) in enumerate(folds):
             train_s = empirical_covariance(X[train], assume_centered=self.assume_centered)
@@ -216,7 +235,12 @@ class GroupGraphicalLassoCV(GroupGraphicalLasso):
 
     def _grid(self, s: np.ndarray) -> np.ndarray:
         if not isinstance(self.alphas, int | np.integer):
-            alphas = np.asarray(self.alphas, dtype=np.float64)
+            try:
+                alphas = np.asarray(self.alphas, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"alphas must be a non-empty list of numbers >= 0; got {self.alphas!r}"
+                ) from err
             if alphas.ndim != 1 or alphas.size == 0 or not np.all(alphas >= 0):
                 raise ValueError(
                     f"alphas must be a non-empty list of values >= 0; got {self.alphas!r}"
@@ -226,7 +250,7 @@ class GroupGraphicalLassoCV(GroupGraphicalLasso):
             raise ValueError(f"alphas must be >= 1 when an integer; got {self.alphas!r}")
         if not 0 < self.alpha_ratio < 1:
             raise ValueError(f"alpha_ratio must be in (0, 1); got {self.alpha_ratio!r}")
-        make_penalty(self.penalty, self.p)
+        make_penalty(self.penalty, self.p, self.penalty_options)
         structure = make_groups(self.groups, s.shape[0])
         import torch
 

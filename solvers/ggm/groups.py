@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ def node_groups(p: int) -> GroupStructure:
     g_j = {Omega_ij : i < j} for j = 1, ..., p - 1 (and their transposes): a
     partition of all off-diagonal pairs, so a whole column is kept or cut.
     """
-    p = check_int_in_range(p, "p", 2)
+    p = _matrix_size(p, "node groups")
     return groups_from_pairs([[(i, j) for i in range(j)] for j in range(1, p)], p)
 
 
@@ -98,14 +99,32 @@ def important_set_groups(p: int, important: Iterable[int]) -> GroupStructure:
     Links inside I and links between two nodes outside I are unpenalized
     (Zheng & Cao 2024, sec. 3; reference code ``Graph_based_peft``).
     """
-    p = check_int_in_range(p, "p", 2)
-    members = sorted({check_int_in_range(int(i), "important", 0, p) for i in important})
+    p = _matrix_size(p, "important-set groups")
+    important = _sequence(important, "important", "a list of node indices")
+    members = sorted({check_int_in_range(i, "important", 0, p) for i in important})
     if not members or len(members) == p:
         raise ValueError(
             f"important must name between 1 and p - 1 = {p - 1} distinct nodes; got {len(members)}"
         )
     others = [j for j in range(p) if j not in set(members)]
     return groups_from_pairs([[(i, j) for i in members] for j in others], p)
+
+
+def _matrix_size(size: int, kind: str) -> int:
+    """The size of S for groups that need off-diagonal pairs (at least a 2 x 2 S)."""
+    size = check_int_in_range(size, "size of S", 1)
+    if size < 2:
+        raise ValueError(
+            f"{kind} need a covariance S of at least 2 x 2 (off-diagonal pairs); S is 1 x 1"
+        )
+    return size
+
+
+def _sequence(value: Any, name: str, expected: str) -> Sequence[Any]:
+    """``value`` (a list, tuple, range, array, iterator) as a list, or a ValueError naming it."""
+    if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{name} must be {expected}; got {value!r}")
+    return list(value)
 
 
 def groups_from_pairs(
@@ -120,6 +139,7 @@ def groups_from_pairs(
     or a pair in two groups.
     """
     p = check_int_in_range(p, "p", 1)
+    groups = _sequence(groups, "groups", "a list of groups, each a list of pairs (i, j)")
     if len(groups) == 0:
         raise ValueError("groups must contain at least one group")
     rows: list[int] = []
@@ -127,12 +147,13 @@ def groups_from_pairs(
     group_index: list[int] = []
     owner: dict[tuple[int, int], int] = {}
     for g, group in enumerate(groups):
+        group = _sequence(group, f"groups[{g}]", "a list of pairs (i, j)")
         if len(group) == 0:
             raise ValueError(f"groups[{g}] is empty")
         for pair in group:
-            if len(pair) != 2:
+            if not hasattr(pair, "__len__") or len(pair) != 2:
                 raise ValueError(f"groups[{g}] has {pair!r}; every entry must be a pair (i, j)")
-            i, j = (check_int_in_range(int(k), f"groups[{g}] index", 0, p) for k in pair)
+            i, j = (check_int_in_range(k, f"groups[{g}] index", 0, p) for k in pair)
             if i == j:
                 raise ValueError(f"groups[{g}] contains the diagonal entry ({i}, {j})")
             key = (min(i, j), max(i, j))
@@ -196,6 +217,21 @@ def group_norms(matrix: torch.Tensor, structure: GroupStructure) -> torch.Tensor
     squares = matrix[rows, cols].square()
     sums = torch.zeros(structure.n_groups, dtype=matrix.dtype, device=matrix.device)
     return sums.index_add_(0, index, squares).sqrt()
+
+
+def set_grouped(matrix: torch.Tensor, structure: GroupStructure, values: Any) -> torch.Tensor:
+    """Write ``values`` (one per grouped upper-triangle entry, or a scalar) on every
+    grouped entry of ``matrix`` and its transpose, in place; returns ``matrix``."""
+    rows, cols, _ = _device_indices(structure, matrix.device)
+    matrix[rows, cols] = values
+    matrix[cols, rows] = values
+    return matrix
+
+
+def grouped_mask(structure: GroupStructure, device: torch.device) -> torch.Tensor:
+    """(p, p) bool: the grouped entries, both triangles."""
+    mask = torch.zeros(structure.size, structure.size, dtype=torch.bool, device=device)
+    return set_grouped(mask, structure, True)
 
 
 def _device_indices(

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms
+from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms, set_grouped
 from graphopt.solvers.ggm.penalties import L1Penalty, Penalty, penalty_value
 
 
@@ -51,31 +51,46 @@ def kkt_residual(
 ) -> float:
     """||R||_F of the minimum-norm element R of the subdifferential of f at Omega.
 
-    For a convex phi with derivative phi' and G = S - Omega^-1: R = G on the
+    With phi' the penalty's ``derivative`` and G = S - Omega^-1: R = G on the
     diagonal and on ungrouped entries; for a group with Omega_g != 0,
     R_g = G_g + lam w_g phi'(||Omega_g||) Omega_g / ||Omega_g||; for a zero group,
-    ||R_g|| = max(||G_g|| - lam w_g phi'(0), 0). Counted over both triangles; zero
-    exactly at the optimum of the convex problem.
+    R_g = G_g max(1 - lam w_g phi'(0+) / ||G_g||, 0) (0 when phi'(0+) = inf, as for
+    t^p, p < 1). Counted over both triangles. For convex phi it is zero exactly at
+    the optimum; for non-convex phi, exactly at stationary points (the limiting
+    subdifferential). In the units of S: ``stationarity`` gives the scale-free one.
     """
     if covariance is None:
         covariance = torch.cholesky_inverse(torch.linalg.cholesky(omega))
-    g = s - covariance
+    return float(subgradient(omega, s - covariance, structure, penalty, lam).norm())
+
+
+def subgradient(
+    omega: torch.Tensor,
+    gradient: torch.Tensor,
+    structure: GroupStructure,
+    penalty: Penalty,
+    lam: float,
+) -> torch.Tensor:
+    """The minimum-norm subgradient R (p, p) of ``kkt_residual``, given the smooth
+    part's gradient G = S - Omega^-1."""
     if structure.singleton and type(penalty) is L1Penalty:
-        return float(l1_residual(omega, g, lam).norm())
+        return l1_residual(omega, gradient, lam)
     rows, cols, index = _device_indices(structure, omega.device)
     weights = lam * torch.as_tensor(structure.weights, dtype=omega.dtype, device=omega.device)
     norms = group_norms(omega, structure)
     slope = weights * penalty.derivative(norms)
-    g_values = g[rows, cols]
-    g_norms = torch.zeros_like(norms).index_add_(0, index, g_values.square()).sqrt()
-    direction = omega[rows, cols] / norms.clamp_min(torch.finfo(omega.dtype).tiny)[index]
-    active_values = g_values + slope[index] * direction
-    active_sq = torch.zeros_like(norms).index_add_(0, index, active_values.square())
-    group_sq = torch.where(norms > 0, active_sq, (g_norms - slope).clamp_min(0).square())
-    free = g.square()
-    free[rows, cols] = 0.0
-    free[cols, rows] = 0.0
-    return math.sqrt(float(free.sum()) + 2.0 * float(group_sq.sum()))
+    tiny = torch.finfo(omega.dtype).tiny
+    g_values = gradient[rows, cols]
+    g_norms = group_norms(gradient, structure)
+    active = norms[index] > 0
+    direction = omega[rows, cols] / norms.clamp_min(tiny)[index]
+    shrink = (1.0 - slope / g_norms.clamp_min(tiny)).clamp_min(0.0)
+    values = torch.where(
+        active,
+        g_values + torch.where(active, slope[index], 0.0) * direction,
+        g_values * torch.where(g_norms > 0, shrink, 0.0)[index],
+    )
+    return set_grouped(gradient.clone(), structure, values)
 
 
 def l1_residual(omega: torch.Tensor, gradient: torch.Tensor, lam: float) -> torch.Tensor:
@@ -88,3 +103,9 @@ def l1_residual(omega: torch.Tensor, gradient: torch.Tensor, lam: float) -> torc
         gradient.sign() * (gradient.abs() - lam).clamp_min(0),
     )
     return r.diagonal_scatter(gradient.diagonal())
+
+
+def stationarity(kkt: float, s: torch.Tensor) -> float:
+    """The relative stationarity residual ||R||_F / ||S||_F (``kkt_residual``): scale-free,
+    since R scales with S; 0 at a stationary point."""
+    return kkt / max(float(s.norm()), torch.finfo(s.dtype).tiny)

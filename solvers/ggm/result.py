@@ -34,6 +34,12 @@ class GGMResult:
         sparse_precision: the exactly sparse iterate (ADMM's Z, BCD's Delta).
         info: solver, penalty, lam, screening blocks, timings, and the solver's counters
             (e.g. ``newton_steps``, ``float32_steps``; summed over screened bins).
+        duality_gap: f(precision) - D(U) for a dual feasible U (``duality``): an upper
+            bound on f(precision) - f*, for convex penalties with a conjugate (else None).
+            Scale-free; converged means it is <= tol max(1, |f~|), f~ the objective on
+            the unit-mean-variance scale the solvers see (each screened block on its own).
+        stationarity: the relative stationarity residual kkt_residual / ||S||_F
+            (scale-free); for non-convex penalties the certificate of a solve.
     """
 
     precision: Any
@@ -45,6 +51,8 @@ class GGMResult:
     kkt_residual: float | None = None
     sparse_precision: Any = None
     info: dict[str, Any] = field(default_factory=dict)
+    duality_gap: float | None = None
+    stationarity: float | None = None
 
 
 def warn_not_converged(solver: str, max_iter: int, detail: str) -> None:
