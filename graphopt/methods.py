@@ -159,6 +159,7 @@ def _check_pattern_field(value: Any, name: str) -> None:
         )
     for key in value:
         check_patterns(key, f"{name} key")
+        check_patterns(rf"(.*\.)?({key})$", f"{name} key {key!r} (as PEFT matches it)")
 
 
 @dataclass

@@ -499,9 +499,11 @@ class SensitivityCallback:
         self.method.observe(self.model)
 
     def state_dict(self) -> dict[str, Any]:
-        """Step count, score samples and EMA tensors (tensors and ints only)."""
+        """Step count, score samples and EMA tensors, and the allocation report (tensors
+        and plain values only), so a resume from the optimizer state alone (a Trainer
+        checkpoint, accelerate's ``save_state``) keeps the report too."""
         method = self.method
-        state: dict[str, Any] = {"step": method.step}
+        state: dict[str, Any] = {"step": method.step, "allocation": method.allocation}
         if method.samples is not None:
             state["samples"] = method.samples
             state["ema"] = {k: list(v) for k, v in method.ema.items()}
@@ -509,6 +511,8 @@ class SensitivityCallback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         method = self.method
+        if method.allocation is None:
+            method.allocation = state.get("allocation")
         if method.selected(self.model):
             return
         method.step = int(state["step"])
