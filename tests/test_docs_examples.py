@@ -26,4 +26,4 @@ def test_the_pages_examples_run(page, tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for index, block in enumerate(blocks):
-            exec(compile(block, f"{page}[{index}]", "exec"), namespace)  # noqa: S102
+            exec(compile(block, f"{page}[{index}]", "exec"), namespace)
