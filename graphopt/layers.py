@@ -228,14 +228,12 @@ class WrappingMethod(Method):
     def validate(self, targets: dict[str, nn.Module]) -> None:
         for name, layer in targets.items():
             if not is_linear_layer(layer):
-                hint = (
-                    f" (it is already adapted; its linear layer is {name}.base_layer)"
-                    if isinstance(layer, AdaptedLayer)
-                    else ""
-                )
+                adapted = isinstance(layer, AdaptedLayer) or hasattr(layer, "base_layer")
+                hint = f" (already adapted; its own layer is {name}.base_layer)" if adapted else ""
+                kind = type(layer)
                 raise ValueError(
                     f"method {self.name!r} adapts nn.Linear / Conv1D layers; {name!r} is a "
-                    f"{type(layer).__name__}{hint}"
+                    f"{kind.__module__}.{kind.__qualname__}{hint}"
                 )
             rank = getattr(self.config_for(name), "r", None)
             out_features, in_features = features(layer)

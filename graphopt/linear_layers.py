@@ -16,16 +16,17 @@ import torch
 from torch import nn
 
 
-def conv1d_class() -> type[nn.Module] | None:
-    """transformers' ``Conv1D`` if transformers is imported (else no module can be one)."""
-    module = sys.modules.get("transformers.pytorch_utils")
-    return getattr(module, "Conv1D", None)
+def is_instance_of_imported(obj: object, module: str, name: str) -> bool:
+    """``isinstance(obj, module.name)`` when ``module`` is imported; False otherwise (no
+    object can be an instance of a class whose module was never imported), so checking
+    for a transformers or peft class imports neither."""
+    cls = getattr(sys.modules.get(module), name, None)
+    return isinstance(cls, type) and isinstance(obj, cls)
 
 
 def is_conv1d(module: nn.Module) -> bool:
     """Whether ``module`` is a transformers ``Conv1D`` (weight stored (in, out))."""
-    cls = conv1d_class()
-    return cls is not None and isinstance(module, cls)
+    return is_instance_of_imported(module, "transformers.pytorch_utils", "Conv1D")
 
 
 def is_linear_layer(module: nn.Module) -> bool:

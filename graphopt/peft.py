@@ -269,6 +269,7 @@ def read_peft_lora(directory: str | Path, config: dict[str, Any]) -> SavedAdapte
         raise ValueError(f"{str(directory)!r} has no {WEIGHTS_FILE}{hint}")
     factors: dict[str, torch.Tensor] = {}
     extra: dict[str, torch.Tensor] = {}
+    older: dict[str, torch.Tensor] = {}
     for key, tensor in load_file(str(weights), device="cpu").items():
         name = key.removeprefix(PEFT_PREFIX)
         module, _, leaf = name.rpartition(".")
@@ -278,8 +279,11 @@ def read_peft_lora(directory: str | Path, config: dict[str, Any]) -> SavedAdapte
             raise ValueError(f"{weights}: tensor {key!r} is no plain LoRA factor graphopt can load")
         elif ".original_module." in f".{name}":
             continue  # PEFT's copy of a module to save as it was before training
+        elif ".modules_to_save." in f".{name}":
+            older[name.replace(".modules_to_save.", ".")] = tensor  # older PEFT spelling
         else:
-            extra[name.replace(".modules_to_save.", ".")] = tensor
+            extra[name] = tensor  # a module to save (PEFT 0.21 spelling) or a bias
+    extra = {**older, **extra}
     if not factors:
         raise ValueError(f"{weights} holds no LoRA factors (lora_A / lora_B)")
     entry = {"name": "lora", "config": options, "extra_state": {}, "target_shapes": {}}

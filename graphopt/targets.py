@@ -28,14 +28,13 @@ method (spectral coordination) should act on: each layer's ``output_factor``.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
 from graphopt.layers import AdaptedLayer
-from graphopt.linear_layers import is_linear_layer
+from graphopt.linear_layers import is_instance_of_imported, is_linear_layer
 from graphopt.methods import MethodConfig
 from graphopt.patterns import Spec, check_patterns, evaluate, suffix_matches
 
@@ -59,16 +58,9 @@ class Resolution:
 # -- adapted layers (graphopt's and PEFT's) ------------------------------------------------
 
 
-def peft_tuner_layer_class() -> type | None:
-    """PEFT's ``BaseTunerLayer`` if peft is imported (else no module can be one)."""
-    module = sys.modules.get("peft.tuners.tuners_utils")
-    return getattr(module, "BaseTunerLayer", None)
-
-
 def is_peft_layer(module: nn.Module) -> bool:
     """Whether ``module`` is a layer PEFT adapted (``lora.Linear``, ...)."""
-    cls = peft_tuner_layer_class()
-    return cls is not None and isinstance(module, cls)
+    return is_instance_of_imported(module, "peft.tuners.tuners_utils", "BaseTunerLayer")
 
 
 def is_peft_model(model: nn.Module) -> bool:

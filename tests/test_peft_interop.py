@@ -44,17 +44,6 @@ def served_by_peft(base: nn.Module, folder) -> nn.Module:
     return PeftModel.from_pretrained(base, folder).eval()
 
 
-def tiny_classifier() -> nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=48, max_position_embeddings=16, num_labels=3,
-    )  # fmt: skip
-    return BertForSequenceClassification(config).eval()
-
-
 # -- export ----------------------------------------------------------------------------------
 
 METHODS = {
@@ -99,7 +88,7 @@ def test_export_keeps_per_module_ranks_alphas_and_rslora(tmp_path):
 
 def test_export_writes_a_trained_head_as_modules_to_save(tmp_path):
     """The reported bug: PEFT served outputs 0.12 away when the head had been trained."""
-    model = tiny_classifier()
+    model = tiny("bert_classifier")
     base = copy.deepcopy(model)
     graphopt.apply(model, "lora", ["query", "value"], r=4, trainable_extra=r"classifier(\..*)?")
     randomize(model, std=0.5)
@@ -113,7 +102,7 @@ def test_export_writes_a_trained_head_as_modules_to_save(tmp_path):
 
 @pytest.mark.parametrize("bias", ["lora_only", "all"])
 def test_export_carries_trained_biases(tmp_path, bias):
-    model = tiny_classifier()
+    model = tiny("bert_classifier")
     base = copy.deepcopy(model)
     graphopt.apply(model, "lora", ["query", "value"], r=4, bias=bias)
     randomize(model)
@@ -215,7 +204,7 @@ def test_a_peft_lora_folder_loads_as_graphopt_lora_with_peft_outputs(
 
 
 def test_a_peft_folder_with_modules_to_save_loads_the_trained_head(tmp_path):
-    base = tiny_classifier()
+    base = tiny("bert_classifier")
     peft_model, folder = peft_folder(
         tmp_path, base, r=2, target_modules=["query"], modules_to_save=["classifier"]
     )

@@ -40,17 +40,6 @@ def peft_resolved(model: nn.Module, **options) -> set[str]:
     return chosen
 
 
-def tiny_causal_llama() -> nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
-    )  # fmt: skip
-    return LlamaForCausalLM(config).eval()
-
-
 # -- target options = PEFT's --------------------------------------------------------------
 
 PEFT_CASES = [
@@ -73,7 +62,7 @@ PEFT_CASES = [
 
 @pytest.mark.parametrize("options", PEFT_CASES, ids=[str(i) for i in range(len(PEFT_CASES))])
 def test_target_options_select_what_peft_selects(options):
-    model = tiny_causal_llama()
+    model = tiny("llama_causal")
     assert resolved(model, **options) == peft_resolved(model, **options)
     assert resolved(model, **options)
 
@@ -90,14 +79,11 @@ def test_all_linear_is_peft_all_linear_on_every_architecture(architecture):
 def test_all_linear_leaves_out_a_classification_head():
     """PEFT's rule with task_type SEQ_CLS (graphopt has no task type: always)."""
     from peft.utils.constants import SEQ_CLS_HEAD_NAMES
-    from transformers import BertConfig, BertForSequenceClassification
 
     from graphopt.targets import SEQ_CLS_HEADS
 
     assert set(SEQ_CLS_HEADS) == set(SEQ_CLS_HEAD_NAMES)
-    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=24, num_labels=3)  # fmt: skip
-    model = BertForSequenceClassification(config)
+    model = tiny("bert_classifier")
     ours = resolved(model, target_modules="all-linear")
     assert ours == peft_resolved(model, target_modules="all-linear", task_type="SEQ_CLS")
     assert "classifier" not in ours
@@ -106,7 +92,7 @@ def test_all_linear_leaves_out_a_classification_head():
 def test_rank_and_alpha_patterns_give_each_module_what_peft_gives_it():
     from peft import LoraConfig, get_peft_model
 
-    model = tiny_causal_llama()
+    model = tiny("llama_causal")
     options = {
         "target_modules": ["q_proj", "v_proj", "down_proj"],
         "rank_pattern": {"down_proj": 2, r"model\.layers\.1\.self_attn\.q_proj": 6},
@@ -126,7 +112,7 @@ def test_rank_and_alpha_patterns_give_each_module_what_peft_gives_it():
 
 def test_a_regex_that_would_match_as_a_name_gets_a_hint():
     with pytest.raises(ValueError, match=r"the list \['q_proj'\] would match 3 module"):
-        graphopt.apply(tiny_causal_llama(), "lora", "q_proj")
+        graphopt.apply(tiny("llama_causal"), "lora", "q_proj")
 
 
 @pytest.mark.parametrize(
@@ -146,7 +132,7 @@ def test_a_regex_that_would_match_as_a_name_gets_a_hint():
 )
 def test_bad_target_options_are_clear_errors(options, message):
     with pytest.raises(ValueError, match=message):
-        graphopt.apply(tiny_causal_llama(), "lora", **options)
+        graphopt.apply(tiny("llama_causal"), "lora", **options)
 
 
 # -- parameters kept trainable --------------------------------------------------------------
@@ -337,7 +323,7 @@ def test_an_overlong_regex_from_a_file_is_refused_before_matching():
     [r".*\.(q|v)_proj", r"model\.layers\.[01]\..*", "(?:model|lm)\\..*_proj", r"[^\s\S]", "x|"],
 )
 def test_bounded_matching_has_exactly_python_re_semantics(pattern):
-    names = [n for n, _ in tiny_causal_llama().named_modules()] + ["", "x"]
+    names = [n for n, _ in tiny("llama_causal").named_modules()] + ["", "x"]
     specs = [(pattern, "fullmatch", None), (rf"(.*\.)?({pattern})$", "match", None)]
     assert patterns.evaluate(specs, names, bounded=True) == patterns.evaluate(specs, names)
 

@@ -12,51 +12,47 @@ import warnings
 from collections.abc import Callable
 
 import torch
+from conftest import tiny_bert
 from torch import nn
 
-
-def _bert() -> nn.Module:
-    from transformers import BertConfig, BertModel
-
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        max_position_embeddings=16,
-    )
-    return BertModel(config)
+DECODER = {
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 16,
+}
+"""Sizes of the tiny decoder-only models (LLaMA, Qwen2)."""
 
 
 def _llama() -> nn.Module:
     from transformers import LlamaConfig, LlamaModel
 
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=16,
-    )
-    return LlamaModel(config)
+    return LlamaModel(LlamaConfig(**DECODER))
 
 
 def _qwen2() -> nn.Module:
     from transformers import Qwen2Config, Qwen2Model
 
-    config = Qwen2Config(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=16,
-    )
-    return Qwen2Model(config)
+    return Qwen2Model(Qwen2Config(**DECODER))
+
+
+def _llama_causal() -> nn.Module:
+    """LLaMA with its LM head and three blocks (for layer-index options)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(**{**DECODER, "num_hidden_layers": 3}))
+
+
+def _bert_classifier() -> nn.Module:
+    """BERT with a 3-class sequence-classification head."""
+    from transformers import BertForSequenceClassification
+
+    config = tiny_bert().config
+    config.num_labels = 3
+    return BertForSequenceClassification(config)
 
 
 def _gpt2() -> nn.Module:
@@ -90,12 +86,14 @@ def _vit() -> nn.Module:
 
 
 BUILDERS: dict[str, Callable[[], nn.Module]] = {
-    "bert": _bert,
+    "bert": tiny_bert,
     "llama": _llama,
     "qwen2": _qwen2,
     "gpt2": _gpt2,
     "t5": _t5,
     "vit": _vit,
+    "llama_causal": _llama_causal,
+    "bert_classifier": _bert_classifier,
 }
 TARGETS: dict[str, str | list[str]] = {
     "bert": ["query", "value", "intermediate.dense"],
@@ -105,8 +103,8 @@ TARGETS: dict[str, str | list[str]] = {
     "t5": ["q", "v", "wi"],  # no bias anywhere
     "vit": ["q_proj", "v_proj", "fc1"],
 }
-"""Target modules per architecture: attention and feed-forward matrices, with and
-without biases."""
+"""Target modules of the six conformance architectures: attention and feed-forward
+matrices, with and without biases."""
 
 
 @functools.cache
