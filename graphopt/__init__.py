@@ -21,6 +21,7 @@ from graphopt.hookspecs import hookimpl
 
 _LAZY: dict[str, str] = {
     "apply": "graphopt.adapters",
+    "export_peft": "graphopt.peft",
     "merge": "graphopt.adapters",
     "merge_and_unload": "graphopt.adapters",
     "unmerge": "graphopt.adapters",
@@ -51,6 +52,7 @@ __all__ = [
     "UnknownNameError",
     "__version__",
     "apply",
+    "export_peft",
     "hookimpl",
     "load_adapter",
     "merge",

@@ -1,24 +1,25 @@
 """Applying, merging, saving and loading fine-tuning methods on a torch model.
 
-``apply`` resolves ``target_modules`` to ``nn.Linear`` modules (a regular
-expression full-matched against module names, or a list of names / name
-suffixes, as in PEFT), validates everything, then lets the method modify the
-model and freezes every parameter that no method of the model's stack trains
-(except ``trainable_extra``, e.g. a classification head). Any invalid input
-raises ``ValueError`` before the model is touched.
+``apply`` resolves the targets (``graphopt.targets``: PEFT's ``target_modules``,
+``exclude_modules``, ``layers_to_transform``, ``rank_pattern``...), resolves the
+parameters to keep trainable to *objects* (``trainable_extra``, ``bias``, and on a
+PEFT model what PEFT trains), lets the method validate, then modifies the model
+and freezes every parameter that no method of the model's stack trains. Apply is
+atomic: an invalid input raises before the model is touched, and any error
+during the change restores the model exactly (``graphopt.snapshot``).
 
 An adapter folder holds ``adapter_config.json`` (methods, configs, library
 version, each method's ``extra_state``, the adapted modules' shapes) and
 ``adapter_model.safetensors`` (each method's ``adapter_state_dict`` under
 ``methods.<i>.`` and the ``trainable_extra`` tensors under ``extra.``). Both
-are written atomically; nothing is pickled.
+are written atomically; nothing is pickled. ``load_adapter`` reads these and
+PEFT LoRA folders (``graphopt.peft``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,20 +30,31 @@ import torch
 from torch import nn
 
 from graphopt.io import atomic_write, atomic_write_json
+from graphopt.layers import AdaptedLayer, replace_module
+from graphopt.linear_layers import features, is_linear_layer
 from graphopt.methods import (
     EXTRA_ATTR,
     METHODS_ATTR,
     Method,
     MethodConfig,
     check_state_matches,
+    extra_parameters,
     methods_of,
+)
+from graphopt.patterns import check_patterns, name_matches
+from graphopt.peft import SavedAdapter, export_peft, is_peft_config, read_peft_lora
+from graphopt.snapshot import ModelSnapshot
+from graphopt.targets import (
+    bias_parameters,
+    is_peft_model,
+    resolve_parameters,
+    resolve_targets,
+    stacked_targets,
 )
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 FORMAT = "graphopt-adapter"
-
-Patterns = str | list[str] | tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -67,93 +79,6 @@ class ApplySummary:
         )
 
 
-# -- names -------------------------------------------------------------------------------
-
-
-def check_patterns(patterns: Any, name: str) -> Patterns:
-    """Reject anything but a non-empty string or a non-empty list of non-empty strings."""
-    if isinstance(patterns, str):
-        if not patterns:
-            raise ValueError(f"{name} must not be empty")
-        try:
-            re.compile(patterns)
-        except re.error as err:
-            raise ValueError(
-                f"{name} {patterns!r} is not a valid regular expression: {err}"
-            ) from None
-        return patterns
-    if (
-        isinstance(patterns, list | tuple)
-        and patterns
-        and all(isinstance(p, str) and p for p in patterns)
-    ):
-        return list(patterns)
-    raise ValueError(
-        f"{name} must be a regular expression or a non-empty list of module names; got {patterns!r}"
-    )
-
-
-def name_matches(patterns: Patterns, name: str) -> bool:
-    """PEFT's rule: a string is a regex full-matched against ``name``; a list matches
-    ``name`` itself or any name ending in ``"." + entry``."""
-    if isinstance(patterns, str):
-        return re.fullmatch(patterns, name) is not None
-    return any(name == p or name.endswith("." + p) for p in patterns)
-
-
-def resolve_targets(model: nn.Module, target_modules: Any) -> dict[str, nn.Linear]:
-    """The ``nn.Linear`` modules of ``model`` named by ``target_modules``.
-
-    Raises ``ValueError`` when nothing matches (listing some ``nn.Linear``
-    names to choose from) or when a match is not an ``nn.Linear``.
-    """
-    patterns = check_patterns(target_modules, "target_modules")
-    matched = {n: m for n, m in model.named_modules() if n and name_matches(patterns, n)}
-    if not matched:
-        linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        shown = ", ".join(linear[:8]) + (", ..." if len(linear) > 8 else "")
-        raise ValueError(
-            f"target_modules {target_modules!r} matches no module of {type(model).__name__}; "
-            f"its nn.Linear modules include: {shown or 'none'}"
-        )
-    wrong = {n: m for n, m in matched.items() if not isinstance(m, nn.Linear)}
-    if wrong:
-        name, module = next(iter(wrong.items()))
-        hint = (
-            f" (it is already adapted; its nn.Linear is {name}.base_layer)"
-            if isinstance(getattr(module, "base_layer", None), nn.Linear)
-            else ""
-        )
-        raise ValueError(
-            f"target_modules {target_modules!r} matches {len(wrong)} module(s) that are not "
-            f"torch.nn.Linear, e.g. {name!r} ({type(module).__name__}){hint}; "
-            "only nn.Linear layers can be adapted"
-        )
-    return matched  # type: ignore[return-value]
-
-
-def resolve_parameters(model: nn.Module, patterns: Any, name: str) -> list[str]:
-    """Names of the parameters of ``model`` whose own name or any enclosing module's
-    name matches ``patterns`` (same rule as ``target_modules``)."""
-    patterns = check_patterns(patterns, name)
-    chosen = []
-    for param_name, _ in model.named_parameters():
-        parts = param_name.split(".")
-        prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-        if any(name_matches(patterns, p) for p in prefixes):
-            chosen.append(param_name)
-    if not chosen:
-        raise ValueError(f"{name} {patterns!r} matches no parameter of {type(model).__name__}")
-    return chosen
-
-
-def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Put ``module`` at the dotted path ``name`` of ``model`` (for methods that wrap layers)."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
 # -- configs -----------------------------------------------------------------------------
 
 
@@ -171,8 +96,12 @@ def method_class(name: str) -> type[Method]:
 
 def build_config(cls: type[Method], options: dict[str, Any], *, unknown: str) -> MethodConfig:
     """``cls.config_class(**options)``; unknown keys raise (``unknown="error"``) or are
-    dropped with a warning (``unknown="warn"``, used when loading saved adapters)."""
-    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    dropped with a warning (``unknown="warn"``, used when loading saved adapters, whose
+    options first go through the config class's ``migrate``)."""
+    config_class = cls.config_class
+    if unknown == "warn":
+        options = config_class.migrate(dict(options))
+    fields = {f.name for f in dataclasses.fields(config_class)}
     extra = sorted(set(options) - fields)
     if extra:
         message = (
@@ -185,7 +114,7 @@ def build_config(cls: type[Method], options: dict[str, Any], *, unknown: str) ->
     if "target_modules" not in kwargs:
         raise ValueError(f"method {cls.name!r} needs target_modules")
     try:
-        return cls.config_class(**kwargs)
+        return config_class(**kwargs)
     except TypeError as err:
         raise ValueError(f"bad config for method {cls.name!r}: {err}") from None
 
@@ -204,49 +133,72 @@ def apply(
     target_modules: Any = None,
     *,
     trainable_extra: Any = None,
+    keep_trainable: bool | None = None,
     **config: Any,
 ) -> ApplySummary:
-    """Apply a fine-tuning method to ``model`` in place.
+    """Apply a fine-tuning method to ``model`` in place, atomically.
 
     Args:
-        model: any ``nn.Module`` (e.g. a ``transformers`` model).
+        model: any ``nn.Module`` (a ``transformers`` model, a PEFT model).
         method: a registered method name (``"lora"``, ...) or a ``Method`` instance.
-        target_modules: regex or list of names/suffixes of the ``nn.Linear`` modules
-            to adapt (with a ``Method`` instance, its config's value is used).
-        trainable_extra: name patterns (same rules) of parameters to keep trainable
-            besides the method's own, e.g. ``"classifier(\\..*)?"`` for a head.
+        target_modules: regex, list of names/suffixes or ``"all-linear"`` (with a
+            ``Method`` instance, its config's value is used).
+        trainable_extra: name patterns (same rules, matched against parameter names
+            and their modules' names, tied aliases included) of parameters to train
+            besides the method's own, e.g. ``"classifier(\\..*)?"`` for a head
+            (PEFT's ``modules_to_save``).
+        keep_trainable: keep every parameter that is trainable now trainable (it
+            joins ``trainable_extra``). ``None``: only on a PEFT model, so graphopt
+            never freezes what another library made trainable unless asked.
         **config: the method's config fields (unknown keys raise ``ValueError``).
 
     Returns the summary; the method joins ``methods_of(model)``, and every
-    parameter that no method trains (and no ``trainable_extra``) is frozen.
+    parameter that no method trains (and no ``trainable_extra``) is frozen. On any
+    error the model is left exactly as it was.
     """
-    if isinstance(method, Method):
-        if target_modules is not None or config:
-            raise ValueError("pass target_modules and config inside the Method instance's config")
-        instance = method
-    elif isinstance(method, str):
-        cls = method_class(method)
-        if target_modules is not None:
-            config["target_modules"] = target_modules
-        instance = cls(build_config(cls, config, unknown="error"))
-    else:
-        raise ValueError(f"method must be a registered name or a Method; got {method!r}")
+    instance = _instance(method, target_modules, config)
     if instance in methods_of(model):
         raise ValueError(f"this {instance.name!r} instance is already applied to the model")
-    targets = resolve_targets(model, instance.config.target_modules)
-    extra = (
-        []
-        if trainable_extra is None
-        else resolve_parameters(model, trainable_extra, "trainable_extra")
-    )
+    resolution = resolve_targets(model, instance.config)
+    targets = resolution.targets
+    extra = bias_parameters(model, instance.config.bias, targets)
+    if trainable_extra is not None:
+        extra += resolve_parameters(model, trainable_extra, "trainable_extra")
+    if keep_trainable is None:
+        keep_trainable = is_peft_model(model)
+    if keep_trainable:
+        ours = {id(p) for m in methods_of(model) for p in m.adapter_parameters(model).values()}
+        extra += [p for p in model.parameters() if p.requires_grad and id(p) not in ours]
+    instance.adapted_modules = list(targets)
+    instance.module_overrides = resolution.overrides
     instance.validate(targets)
-    attach(model, instance, targets, extra)
+    snapshot = ModelSnapshot(model)
+    if instance.reparameterizes_base:
+        snapshot.protect(targets.values())
+    try:
+        attach(model, instance, targets, extra)
+    except BaseException:
+        snapshot.restore()
+        raise
     return ApplySummary(
         method=instance.name,
         adapted_modules=list(targets),
         trainable_parameters=count_trainable(model),
         total_parameters=sum(p.numel() for p in model.parameters()),
     )
+
+
+def _instance(method: str | Method, target_modules: Any, config: dict[str, Any]) -> Method:
+    if isinstance(method, Method):
+        if target_modules is not None or config:
+            raise ValueError("pass target_modules and config inside the Method instance's config")
+        return method
+    if isinstance(method, str):
+        cls = method_class(method)
+        if target_modules is not None:
+            config["target_modules"] = target_modules
+        return cls(build_config(cls, config, unknown="error"))
+    raise ValueError(f"method must be a registered name or a Method; got {method!r}")
 
 
 def count_trainable(model: nn.Module) -> int:
@@ -264,9 +216,10 @@ def count_trainable(model: nn.Module) -> int:
 
 
 def attach(
-    model: nn.Module, method: Method, targets: dict[str, nn.Module], extra: list[str]
+    model: nn.Module, method: Method, targets: dict[str, nn.Module], extra: list[nn.Parameter]
 ) -> None:
-    """Run ``method.apply``, push it on the model's stack and re-freeze the model."""
+    """Run ``method.apply``, push it on the model's stack, add ``extra`` to the
+    parameters kept trainable and re-freeze the model."""
     from graphopt.optim.guard import watch
 
     method.adapted_modules = list(targets)
@@ -278,9 +231,14 @@ def attach(
     watch(model, method)  # a plain torch optimizer over its parameters will warn
 
 
-def _add_extra(model: nn.Module, names: list[str]) -> None:
+def _add_extra(model: nn.Module, params: Iterable[nn.Parameter]) -> None:
     known = list(getattr(model, EXTRA_ATTR, ()))
-    object.__setattr__(model, EXTRA_ATTR, known + [n for n in names if n not in known])
+    ids = {id(p) for p in known}
+    for param in params:
+        if id(param) not in ids:
+            known.append(param)
+            ids.add(id(param))
+    object.__setattr__(model, EXTRA_ATTR, known)
 
 
 def freeze_untrained(model: nn.Module) -> None:
@@ -300,13 +258,12 @@ def merge(model: nn.Module) -> nn.Module:
 
 
 def merge_and_unload(model: nn.Module) -> nn.Module:
-    """Merge, then put every adapted layer's plain ``nn.Linear`` back in its place
-    and forget the methods: the model is again the original architecture (with
-    the merged weights), e.g. for ``save_pretrained`` (PEFT's ``merge_and_unload``)."""
-    from graphopt.layers import AdaptedLinear
-
+    """Merge, then put every adapted layer's base layer back in its place and forget
+    the methods: the model is again the original architecture (with the merged
+    weights, and no bias its config does not declare), e.g. for ``save_pretrained``
+    (PEFT's ``merge_and_unload``)."""
     merge(model)
-    wrapped = [(n, m) for n, m in model.named_modules() if isinstance(m, AdaptedLinear)]
+    wrapped = [(n, m) for n, m in model.named_modules() if isinstance(m, AdaptedLayer)]
     for name, module in wrapped:
         replace_module(model, name, module.base_layer)
     for attribute in (METHODS_ATTR, EXTRA_ATTR):
@@ -328,11 +285,12 @@ def unmerge(model: nn.Module) -> nn.Module:
 
 
 def _target_shapes(model: nn.Module, names: Iterable[str]) -> dict[str, list[int]]:
+    """(out, in) of each linear or adapted target; [] for other modules."""
     shapes = {}
     for name in names:
         module = model.get_submodule(name)
-        layer = getattr(module, "base_layer", module)
-        shapes[name] = [int(layer.out_features), int(layer.in_features)]
+        layer = module.base_layer if isinstance(module, AdaptedLayer) else module
+        shapes[name] = list(features(layer)) if is_linear_layer(layer) else []
     return shapes
 
 
@@ -350,7 +308,7 @@ def save_adapter(model: nn.Module, directory: str | Path) -> Path:
     entries = []
     for index, method in enumerate(methods):
         for key, tensor in method.adapter_state_dict(model).items():
-            tensors[f"methods.{index}.{key}"] = tensor.detach().to("cpu", copy=True).contiguous()
+            tensors[f"methods.{index}.{key}"] = _cpu(tensor)
         entries.append(
             {
                 "name": method.name,
@@ -359,88 +317,132 @@ def save_adapter(model: nn.Module, directory: str | Path) -> Path:
                 "target_shapes": _target_shapes(model, method.adapted_modules),
             }
         )
-    named = dict(model.named_parameters())
-    extra = list(getattr(model, EXTRA_ATTR, ()))
-    for name in extra:
-        tensors[f"extra.{name}"] = named[name].detach().to("cpu", copy=True).contiguous()
+    extra = extra_parameters(model)
+    tensors.update({f"extra.{name}": _cpu(param) for name, param in extra.items()})
     config = {
         "format": FORMAT,
         "graphopt_version": __version__,
         "methods": entries,
-        "trainable_extra": extra,
+        "trainable_extra": list(extra),
     }
     atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
     atomic_write_json(directory / CONFIG_FILE, config)
     return directory
 
 
+def _cpu(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu", copy=True).contiguous()
+
+
 def read_adapter_config(directory: str | Path) -> dict[str, Any]:
-    """The parsed ``adapter_config.json`` of an adapter folder (checked)."""
+    """The parsed ``adapter_config.json`` of an adapter folder, graphopt's or PEFT's."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise ValueError(f"{str(directory)!r} is not an adapter folder: it has no {CONFIG_FILE}")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a graphopt adapter config (format {FORMAT!r})")
+    if not isinstance(config, dict) or (
+        config.get("format") != FORMAT and not is_peft_config(config)
+    ):
+        raise ValueError(
+            f"{path} is neither a graphopt adapter config (format {FORMAT!r}) nor a PEFT one"
+        )
     return config
 
 
-def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
-    """Restore a saved adapter onto ``model``.
-
-    On a model without methods, the saved methods are applied first (their
-    adapted modules must have the saved shapes); on a model that already has
-    the same methods applied (e.g. resuming a run), only the state is loaded.
-    Every check runs before the model is changed.
-    """
+def read_saved_adapter(directory: str | Path) -> SavedAdapter:
+    """An adapter folder (graphopt's or a PEFT LoRA one) in graphopt's terms."""
     from safetensors.torch import load_file
 
     config = read_adapter_config(directory)
+    if is_peft_config(config):
+        return read_peft_lora(directory, config)
     weights = Path(directory) / WEIGHTS_FILE
     if not weights.is_file():
         raise ValueError(f"{str(directory)!r} has no {WEIGHTS_FILE}")
     tensors = load_file(str(weights), device="cpu")
-    entries = config["methods"]
-    saved_extra = list(config.get("trainable_extra", []))
-    named = dict(model.named_parameters())
-    for name in saved_extra:
-        if name not in named:
-            raise ValueError(f"adapter tensor extra.{name} has no parameter {name!r} in the model")
-        saved = {name: tensors[f"extra.{name}"]}
-        check_state_matches("trainable_extra", {name: named[name]}, saved)
+    extra = {}
+    for name in config.get("trainable_extra", []):
+        if f"extra.{name}" not in tensors:
+            raise ValueError(f"{weights} has no tensor extra.{name} for trainable_extra {name!r}")
+        extra[name] = tensors[f"extra.{name}"]
+    return SavedAdapter(list(config["methods"]), tensors, extra)
+
+
+def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
+    """Restore a saved adapter (graphopt's, or a PEFT LoRA folder) onto ``model``.
+
+    On a model without methods, the saved methods are applied first (their
+    adapted modules must have the saved shapes; regular expressions from the file
+    are matched with a time bound); on a model that already has the same methods
+    applied (e.g. resuming a run), only the state is loaded. On any error the
+    model is left exactly as it was.
+    """
+    saved = read_saved_adapter(directory)
+    snapshot = ModelSnapshot(model)
+    try:
+        _load(model, saved, snapshot, str(Path(directory) / CONFIG_FILE))
+    except BaseException:
+        snapshot.restore()
+        raise
+    return model
+
+
+def _load(model: nn.Module, saved: SavedAdapter, snapshot: ModelSnapshot, where: str) -> None:
     present = methods_of(model)
     if present:
-        have, saved_names = [m.name for m in present], [e["name"] for e in entries]
+        have, saved_names = [m.name for m in present], [e["name"] for e in saved.entries]
         if have != saved_names:
             raise ValueError(
                 f"model has methods {have} applied but the adapter holds {saved_names}"
             )
         if any(m.merged for m in present):
             raise ValueError("model's methods are merged; unmerge before loading an adapter")
-        for index, (method, entry) in enumerate(zip(present, entries, strict=True)):
+        for index, (method, entry) in enumerate(zip(present, saved.entries, strict=True)):
             method.load_extra_state(model, entry.get("extra_state", {}))
-            method.check_adapter_state(model, _method_tensors(tensors, index))
+            method.check_adapter_state(model, _method_tensors(saved.tensors, index))
+        extras = _saved_extras(model, saved.extra)
         for index, method in enumerate(present):
-            method.load_adapter_state_dict(model, _method_tensors(tensors, index))
+            method.load_adapter_state_dict(model, _method_tensors(saved.tensors, index))
     else:
-        for index, entry in enumerate(entries):
+        for index, entry in enumerate(saved.entries):
             cls = method_class(entry["name"])
             method = cls(build_config(cls, dict(entry["config"]), unknown="warn"))
-            targets = resolve_targets(model, method.config.target_modules)
+            resolution = resolve_targets(model, method.config, bounded=True, what=where)
+            targets = resolution.targets
             _check_target_shapes(model, entry.get("target_shapes", {}), targets)
+            method.adapted_modules = list(targets)
+            method.module_overrides = resolution.overrides
             method.validate(targets)
-            attach(model, method, targets, [])
+            if method.reparameterizes_base:
+                snapshot.protect(targets.values())
+            attach(model, method, targets, bias_parameters(model, method.config.bias, targets))
             method.load_extra_state(model, entry.get("extra_state", {}))
-            method.load_adapter_state_dict(model, _method_tensors(tensors, index))
+            method.load_adapter_state_dict(model, _method_tensors(saved.tensors, index))
+        extras = _saved_extras(model, saved.extra)
     with torch.no_grad():
-        for name in saved_extra:
-            named[name].copy_(tensors[f"extra.{name}"].to(named[name].device, named[name].dtype))
-    _add_extra(model, saved_extra)
+        for tensor, value in extras.values():
+            tensor.copy_(value.to(tensor.device, tensor.dtype))
+    _add_extra(model, [t for t, _ in extras.values() if isinstance(t, nn.Parameter)])
     freeze_untrained(model)
-    return model
+
+
+def _saved_extras(
+    model: nn.Module, saved: dict[str, torch.Tensor]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The model tensor (parameter under any of its names, or buffer) for each saved
+    extra tensor, shapes checked."""
+    own: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+    own.update({n: b for n, b in model.named_buffers() if n not in own})
+    found = {}
+    for name, value in saved.items():
+        if name not in own:
+            raise ValueError(f"adapter tensor {name!r} has no parameter or buffer in the model")
+        check_state_matches("trainable_extra", {name: own[name]}, {name: value})
+        found[name] = (own[name], value)
+    return found
 
 
 def _method_tensors(tensors: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
@@ -470,12 +472,17 @@ def _check_target_shapes(
 __all__ = [
     "ApplySummary",
     "apply",
+    "check_patterns",
+    "export_peft",
     "load_adapter",
     "merge",
+    "merge_and_unload",
     "methods_of",
+    "name_matches",
     "read_adapter_config",
     "replace_module",
     "resolve_targets",
     "save_adapter",
+    "stacked_targets",
     "unmerge",
 ]

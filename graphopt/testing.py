@@ -2,8 +2,8 @@
 
 Plugin authors call ``check_method("mymethod", make_model, target_modules)``
 in their own test suite; graphopt's tests run it for every registered method
-on tiny BERT- and LLaMA-style models. Each check raises ``AssertionError``
-naming the method and what broke:
+on tiny BERT, LLaMA, Qwen2, GPT-2 (``Conv1D``), T5 and ViT models. Each check
+raises ``AssertionError`` naming the method and what broke:
 
 1. ``trainable_count``: ``apply``'s summary, the method's documented formula
    (``num_trainable_parameters``) and the tensors it trains agree;
@@ -12,10 +12,20 @@ naming the method and what broke:
 3. ``only_trainable_changed``: after a few optimizer steps (``GraphOptimizer.for_model``,
    so the method's callbacks run) every parameter the method does not train
    is unchanged (for ``reparameterizes_base`` methods: outside the targets);
+
+then every trainable tensor is perturbed to random, non-trivial values
+(``p += 0.25 max(rms(p), 0.1) N(0, 1)``: a few small steps leave an adapter so
+close to its initial value that a wrong merge or unmerge hides in the rounding),
+and
+
 4. ``merge_equals_adapted``: merged outputs equal adapted outputs (``rtol``);
 5. ``merge_idempotent``: merging twice changes nothing;
 6. ``unmerge_restores``: unmerge gives the adapted outputs back (when supported);
-7. ``save_load_round_trip``: save, load onto a fresh base model, identical outputs.
+7. ``save_load_round_trip``: save, load onto a fresh base model, identical outputs;
+8. ``merged_reload`` (Hugging Face models, i.e. with ``save_pretrained``):
+   ``merge_and_unload`` -> ``save_pretrained`` -> plain ``from_pretrained`` gives
+   the adapted outputs, with exactly the base model's state-dict keys (no bias
+   the architecture's config does not declare).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from graphopt.adapters import apply, load_adapter, merge, save_adapter, unmerge
+from graphopt.adapters import apply, load_adapter, merge, merge_and_unload, save_adapter, unmerge
 from graphopt.methods import UnsupportedOperationError, methods_of
 
 Inputs = Callable[[nn.Module], Any]
@@ -61,12 +71,27 @@ class ConformanceReport:
 
 
 def default_inputs(model: nn.Module, batch: int = 2, length: int = 8) -> dict[str, torch.Tensor]:
-    """Random ``input_ids`` for a transformers model (uses ``model.config.vocab_size``)."""
+    """Random inputs for a transformers model: ``input_ids`` (``config.vocab_size``) or,
+    for a vision model (``main_input_name == "pixel_values"``), images of
+    ``config.image_size``; plus ``decoder_input_ids`` for an encoder-decoder (T5)."""
     generator = torch.Generator().manual_seed(1234)
-    vocab = int(model.config.vocab_size)  # type: ignore[union-attr]
-    ids = torch.randint(0, vocab, (batch, length), generator=generator)
-    device = next(model.parameters()).device
-    return {"input_ids": ids.to(device)}
+    config = model.config  # type: ignore[union-attr]
+    like = next(model.parameters())
+
+    def ids() -> torch.Tensor:
+        return torch.randint(0, int(config.vocab_size), (batch, length), generator=generator)
+
+    if getattr(model, "main_input_name", "input_ids") == "pixel_values":
+        size, channels = int(config.image_size), int(config.num_channels)
+        inputs = {"pixel_values": torch.randn(batch, channels, size, size, generator=generator)}
+    else:
+        inputs = {"input_ids": ids()}
+    if getattr(config, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = ids()
+    return {
+        name: value.to(like.device, like.dtype if value.is_floating_point() else value.dtype)
+        for name, value in inputs.items()
+    }
 
 
 def first_tensor(output: Any) -> torch.Tensor:
@@ -103,9 +128,13 @@ def check_method(
         inputs: builds the keyword arguments of a forward call from the model.
         steps: optimizer steps taken before the merge and round-trip checks.
         lr: AdamW learning rate of those steps.
-        rtol: relative tolerance of the floating-point comparisons (merge, identity);
-            the save/load round trip must be bitwise identical.
+        rtol: relative tolerance of the floating-point comparisons (merge, identity,
+            merged reload); the save/load round trip must be bitwise identical.
         atol: absolute tolerance, as a fraction of the largest expected output.
+
+    Returns the report: ``passed`` and ``skipped`` (a check the method or the model
+    does not offer, e.g. ``merged_reload`` on a model without ``save_pretrained``)
+    list the checks by name; a failed check raises ``AssertionError``.
     """
     config = dict(config or {})
     report = ConformanceReport(method_name)
@@ -127,6 +156,7 @@ def check_method(
     model = fresh().eval()
     batch = inputs(model)
     base_out = run(model, batch)
+    base_keys = set(model.state_dict())
     summary = apply(model, method_name, target_modules, **config)
     method = methods_of(model)[-1]
 
@@ -144,6 +174,7 @@ def check_method(
     _check_count(model, method, None, method_name, f"after {steps} steps")
 
     model.eval()
+    perturb(model, seed)
     adapted = run(model, batch)
     try:
         merge(model)
@@ -169,18 +200,70 @@ def check_method(
 
     if any(m.merged for m in methods_of(model)):
         report.skipped.append("save_load_round_trip")
-        return report
-    with tempfile.TemporaryDirectory() as tmp:
-        save_adapter(model, Path(tmp) / "adapter")
-        loaded = fresh().eval()
-        load_adapter(loaded, Path(tmp) / "adapter")
-    if not torch.equal(run(loaded, batch), adapted):
-        gap = float((run(loaded, batch) - adapted).abs().max())
-        raise AssertionError(
-            f"method {method_name!r}: outputs after save -> load differ (max {gap:.3g})"
-        )
-    report.passed.append("save_load_round_trip")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            save_adapter(model, Path(tmp) / "adapter")
+            loaded = fresh().eval()
+            load_adapter(loaded, Path(tmp) / "adapter")
+        if not torch.equal(run(loaded, batch), adapted):
+            gap = float((run(loaded, batch) - adapted).abs().max())
+            raise AssertionError(
+                f"method {method_name!r}: outputs after save -> load differ (max {gap:.3g})"
+            )
+        report.passed.append("save_load_round_trip")
+    _check_merged_reload(model, batch, base_keys, adapted, close, report)
     return report
+
+
+def perturb(model: nn.Module, seed: int = 0) -> None:
+    """Move every trainable tensor of the model's methods by
+    ``0.25 max(rms(p), 0.1) N(0, 1)`` (seeded): random, non-trivial adapter values."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    seen: set[int] = set()
+    with torch.no_grad():
+        for method in methods_of(model):
+            for param in method.trainable_parameters(model).values():
+                if id(param) in seen:
+                    continue
+                seen.add(id(param))
+                rms = float(param.detach().float().pow(2).mean().sqrt())
+                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+                param.add_((0.25 * max(rms, 0.1) * noise).to(param.device, param.dtype))
+
+
+def _check_merged_reload(
+    model: nn.Module,
+    batch: Any,
+    base_keys: set[str],
+    adapted: torch.Tensor,
+    close: Callable[[torch.Tensor, torch.Tensor, str], None],
+    report: ConformanceReport,
+) -> None:
+    """``merge_and_unload`` -> ``save_pretrained`` -> ``from_pretrained`` (HF models)."""
+    if not hasattr(model, "save_pretrained") or not hasattr(type(model), "from_pretrained"):
+        report.skipped.append("merged_reload")
+        return
+    like = next(model.parameters())
+    try:
+        merge_and_unload(model)
+    except UnsupportedOperationError:
+        report.skipped.append("merged_reload")
+        return
+    extra = sorted(set(model.state_dict()) - base_keys)
+    missing = sorted(base_keys - set(model.state_dict()))
+    if extra or missing:
+        raise AssertionError(
+            f"method {report.method!r}: after merge_and_unload the model has state-dict keys "
+            f"the architecture does not declare {extra[:5]} (missing {missing[:5]})"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)  # type: ignore[operator]
+        reloaded = type(model).from_pretrained(tmp)  # type: ignore[attr-defined]
+        reloaded = reloaded.to(like.device, like.dtype).eval()
+    with torch.no_grad():
+        output = first_tensor(reloaded(**batch)).detach()
+    close(output, adapted, "merge_and_unload -> save_pretrained -> from_pretrained differs")
+    report.passed.append("merged_reload")
 
 
 def _check_count(model: nn.Module, method: Any, reported: int | None, name: str, when: str) -> None:

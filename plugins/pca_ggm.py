@@ -18,7 +18,11 @@ METHODS.md section 4, reference code ``Graph_based_peft``:
    ``ParameterMask`` gives frozen entries no gradient and no update (no weight
    decay either): they stay bitwise at their value at the allocation;
 4. merge: ``W_res + A B`` (exact); ``export_delta`` writes the change to the
-   base model as a dense delta or in PEFT's LoRA format (rank 2r).
+   base model as a dense delta, ``graphopt.export_peft`` in PEFT's LoRA format
+   (rank 2r: ``lora_B = [A, -A0]``, ``lora_A = [B; B0]``, scaling 1).
+
+Weights are handled in (out, in) form (``graphopt.linear_layers``), so GPT-2's
+``Conv1D`` targets work the same way.
 
 Trainable parameters: before selection ``sum r (d_in + d_out) + d_out`` (bias
 nodes), after it ``sum over kept component nodes (d_in + d_out) + sum over kept
@@ -30,7 +34,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,9 +42,9 @@ from torch import nn
 
 from graphopt.io import atomic_write, atomic_write_json
 from graphopt.layers import AdaptedLinear, WrappingMethod
-from graphopt.methods import MethodConfig, methods_of
+from graphopt.linear_layers import weight_matrix
+from graphopt.methods import LowRankDelta, MethodConfig, methods_of
 from graphopt.optim.masking import ParameterMask
-from graphopt.peft_export import LoraFactors, write_peft_lora
 from graphopt.plugins.pca_ggm_allocation import allocate, plot_allocation
 
 BIAS = "bias"
@@ -65,6 +69,7 @@ class PcaGgmConfig(MethodConfig):
         lam: penalty weight (None: the solver's default, tau = 20 for bcd).
         solver_options: further keyword arguments of ``graphopt.solvers.ggm.solve``.
         ridge: relative diagonal loading of the score covariance (design choice).
+        rank_pattern: ``{module regex: r}`` for modules with another ``r`` (PEFT's rule).
     """
 
     r: int = 10
@@ -80,9 +85,14 @@ class PcaGgmConfig(MethodConfig):
     lam: float | None = None
     solver_options: dict[str, Any] = field(default_factory=dict)
     ridge: float = 1e-3
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+
+    pattern_fields: ClassVar[dict[str, str]] = {"rank_pattern": "r"}
 
     def __post_init__(self) -> None:
         from graphopt.solvers.ggm import PENALTIES, SOLVERS
+
+        super().__post_init__()
 
         for name in ("r", "warmup_steps", "n_important", "top_k"):
             value = getattr(self, name)
@@ -123,9 +133,9 @@ class PcaGgmLinear(AdaptedLinear):
 
     output_factor = "A"
 
-    def __init__(self, base_layer: nn.Linear, r: int, dtype: torch.dtype) -> None:
+    def __init__(self, base_layer: nn.Module, r: int, dtype: torch.dtype) -> None:
         super().__init__(base_layer)
-        weight = base_layer.weight
+        weight = self.base_weight()
         with torch.no_grad():
             u, s, vh = torch.linalg.svd(weight.detach().float(), full_matrices=False)
             a0, b0 = u[:, :r].contiguous(), (s[:r, None] * vh[:r]).contiguous()
@@ -165,6 +175,14 @@ class PcaGgmLinear(AdaptedLinear):
 
     def delta_weight(self) -> tuple[torch.Tensor, None]:
         return self.A @ self.B, None
+
+    def low_rank_delta(self) -> LowRankDelta:
+        """Merged minus original weight as rank 2r: ``[A, -A0] [B; B0]``, scaling 1
+        (``alpha = 2r``); the bias node's trained value when the bias is a node."""
+        rank = 2 * self.A.shape[1]
+        bias = self.base_layer.bias if self.bias_trainable else None
+        up, down = torch.cat([self.A, -self.A0], dim=1), torch.cat([self.B, self.B0], dim=0)
+        return LowRankDelta(down, up, float(rank), bias=bias)
 
     def masks(self) -> dict[str, torch.Tensor]:
         """Masks broadcastable to ``A``, ``B`` (and the bias node): 0 = frozen entries."""
@@ -212,12 +230,17 @@ class PcaGgm(WrappingMethod):
     # -- applying --------------------------------------------------------------------
 
     def validate(self, targets: dict[str, nn.Module]) -> None:
-        super().validate(targets)  # r <= min(d_in, d_out)
-        nodes = sum(
-            self.config.r + int(self.config.train_bias and layer.bias is not None)
-            for layer in targets.values()
-            if isinstance(layer, nn.Linear)
-        )
+        super().validate(targets)  # linear layers, r <= min(d_in, d_out)
+        config = self.config
+        with_bias = [name for name, layer in targets.items() if layer.bias is not None]
+        if config.train_bias and config.bias != "none" and with_bias:
+            raise ValueError(
+                f"pca_ggm makes each target's bias an allocation node (train_bias=True), which "
+                f"bias={config.bias!r} would train throughout (e.g. {with_bias[0]!r}); set "
+                "train_bias=False or bias='none'"
+            )
+        ranks = [self.config_for(name).r for name in targets]  # type: ignore[attr-defined]
+        nodes = sum(ranks) + (len(with_bias) if config.train_bias else 0)
         if nodes <= self.config.n_important:
             raise ValueError(
                 f"n_important = {self.config.n_important} must be below the number of nodes "
@@ -228,9 +251,10 @@ class PcaGgm(WrappingMethod):
                 f"top_k = {self.config.top_k} exceeds the {nodes} nodes of the targets"
             )
 
-    def wrap(self, layer: nn.Linear) -> PcaGgmLinear:
-        wrapped = PcaGgmLinear(layer, self.config.r, self.config.torch_dtype(layer.weight))
-        wrapped.bias_trainable = self.config.train_bias and layer.bias is not None
+    def wrap(self, layer: nn.Module, config: MethodConfig) -> PcaGgmLinear:
+        assert isinstance(config, PcaGgmConfig)
+        wrapped = PcaGgmLinear(layer, config.r, config.torch_dtype(weight_matrix(layer)))
+        wrapped.bias_trainable = config.train_bias and layer.bias is not None
         return wrapped
 
     def apply(self, model: nn.Module, targets: dict[str, nn.Module]) -> None:
@@ -251,7 +275,7 @@ class PcaGgm(WrappingMethod):
         """Every node (module name, component index or ``"bias"``), in score order."""
         nodes: list[tuple[str, int | str]] = []
         for name, layer in self.layers(model).items():
-            nodes += [(name, c) for c in range(self.config.r)]
+            nodes += [(name, c) for c in range(layer.A.shape[1])]
             if layer.bias_trainable:
                 nodes.append((name, BIAS))
         return nodes
@@ -419,7 +443,7 @@ class PcaGgm(WrappingMethod):
         ``A0' B0' - A0 B0`` (exact up to rounding). Every tensor keeps its identity."""
         self.check_adapter_state(model, state)
         for name, layer in self.layers(model).items():
-            weight = layer.base_layer.weight
+            weight = layer.base_weight()
 
             def get(part: str, like: torch.Tensor, name: str = name) -> torch.Tensor:
                 return state[f"{name}.{part}"].to(device=like.device, dtype=like.dtype)
@@ -474,9 +498,11 @@ class SensitivityCallback:
         self.method.observe(self.model)
 
     def state_dict(self) -> dict[str, Any]:
-        """Step count, score samples and EMA tensors (tensors and ints only)."""
+        """Step count, score samples and EMA tensors, and the allocation report (tensors
+        and plain values only), so a resume from the optimizer state alone (a Trainer
+        checkpoint, accelerate's ``save_state``) keeps the report too."""
         method = self.method
-        state: dict[str, Any] = {"step": method.step}
+        state: dict[str, Any] = {"step": method.step, "allocation": method.allocation}
         if method.samples is not None:
             state["samples"] = method.samples
             state["ema"] = {k: list(v) for k, v in method.ema.items()}
@@ -484,6 +510,8 @@ class SensitivityCallback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         method = self.method
+        if method.allocation is None:
+            method.allocation = state.get("allocation")
         if method.selected(self.model):
             return
         method.step = int(state["step"])
@@ -503,34 +531,27 @@ def export_delta(model: nn.Module, directory: str | Path, form: str = "dense") -
     """Write what pca_ggm changed in the base model.
 
     ``form="dense"``: ``delta_model.safetensors`` with ``<module>.weight`` = dW and
-    ``<module>.bias`` = db (merged minus original) + ``delta_config.json``.
-    ``form="lowrank"``: a PEFT LoRA adapter of rank 2r (``lora_B = [A, -A0]``,
-    ``lora_A = [B; B0]``, scaling 1, trained biases via
-    ``bias="lora_only"``) that ``peft.PeftModel.from_pretrained`` loads on the
-    original base model.
+    ``<module>.bias`` = db (merged minus original, (out, in) form) +
+    ``delta_config.json``. ``form="lowrank"``: ``graphopt.export_peft``, a PEFT LoRA
+    adapter of rank 2r (``lora_B = [A, -A0]``, ``lora_A = [B; B0]``, scaling 1,
+    trained biases as ``bias="lora_only"``) that ``peft.PeftModel.from_pretrained``
+    loads on the original base model.
     """
     from safetensors.torch import save_file
+
+    from graphopt.peft import export_peft
 
     if form not in ("dense", "lowrank"):
         raise ValueError(f"form must be 'dense' or 'lowrank'; got {form!r}")
     method = _find(model)
     if method.merged:
         raise ValueError("the pca_ggm adapter is merged; unmerge it before export_delta")
+    if form == "lowrank":
+        return export_peft(model, directory)
     directory = Path(directory)
     layers = method.layers(model)
+    tensors: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        if form == "lowrank":
-            factors = {
-                name: LoraFactors(
-                    torch.cat([layer.B, layer.B0], dim=0),
-                    torch.cat([layer.A, -layer.A0], dim=1),
-                    None if layer.base_layer.bias is None else layer.base_layer.bias,
-                )
-                for name, layer in layers.items()
-            }
-            rank = 2 * method.config.r
-            return write_peft_lora(directory, factors, r=rank, alpha=float(rank))
-        tensors: dict[str, torch.Tensor] = {}
         for name, layer in layers.items():
             delta_w, delta_b = layer.original_delta()
             tensors[f"{name}.weight"] = delta_w.cpu().contiguous()

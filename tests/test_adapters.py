@@ -12,7 +12,13 @@ from torch import nn
 
 import graphopt
 from graphopt import UnknownNameError
-from graphopt.adapters import CONFIG_FILE, WEIGHTS_FILE, resolve_targets
+from graphopt.adapters import CONFIG_FILE, WEIGHTS_FILE
+from graphopt.methods import MethodConfig
+from graphopt.targets import resolve_targets
+
+
+def targets_of(model: nn.Module, patterns, **options) -> dict[str, nn.Module]:
+    return resolve_targets(model, MethodConfig(target_modules=patterns, **options)).targets
 
 
 def tiny_bert(hidden: int = 32):
@@ -62,15 +68,15 @@ def perturb(model: nn.Module) -> None:
 
 def test_regex_target_is_full_matched():
     model = tiny_bert()
-    names = resolve_targets(model, r".*\.self\.(query|value)")
+    names = targets_of(model, r".*\.self\.(query|value)")
     assert sorted(n.rsplit(".", 1)[1] for n in names) == ["query"] * 2 + ["value"] * 2
     with pytest.raises(ValueError, match="matches no module"):
-        resolve_targets(model, "query")  # a regex must match the whole name
+        targets_of(model, "query")  # a regex must match the whole name
 
 
 def test_list_target_matches_names_and_suffixes():
     model = tiny_bert()
-    names = resolve_targets(model, ["query", "bert.encoder.layer.1.attention.self.key"])
+    names = targets_of(model, ["query", "bert.encoder.layer.1.attention.self.key"])
     assert len(names) == 3
     assert all(isinstance(m, nn.Linear) for m in names.values())
 
@@ -87,7 +93,7 @@ def test_no_match_names_target_modules_and_lists_linear_candidates():
 def test_non_linear_target_is_a_clear_error_and_model_unchanged():
     model = tiny_bert()
     before = snapshot(model)
-    with pytest.raises(ValueError, match=r"not torch\.nn\.Linear.*LayerNorm"):
+    with pytest.raises(ValueError, match=r"adapts nn\.Linear / Conv1D layers; .*LayerNorm' is a torch\.nn\..*LayerNorm"):
         graphopt.apply(model, "lora", target_modules=["attention.output.LayerNorm"])
     assert_unchanged(model, before)
 

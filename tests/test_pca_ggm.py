@@ -277,3 +277,55 @@ def test_bad_settings_are_clear_errors_and_model_unchanged(settings, message):
         graphopt.apply(model, "pca_ggm", target_modules=TARGETS, **{**SETTINGS, **settings})
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert graphopt.methods_of(model) == []
+
+
+def assert_same_state(model: nn.Module, other: nn.Module) -> None:
+    for (name, want), got in zip(
+        model.state_dict().items(), other.state_dict().values(), strict=True
+    ):
+        assert torch.equal(want, got), name
+
+
+@pytest.mark.parametrize("checkpoint_step", [2, 4], ids=["during-warmup", "after-allocation"])
+def test_resume_from_an_accelerate_save_state_is_bit_identical(tmp_path, checkpoint_step):
+    from accelerate import Accelerator
+
+    def prepared() -> tuple:
+        model, method = adapted_model()
+        accelerator = Accelerator(cpu=True)
+        model, optimizer = accelerator.prepare(model, GraphOptimizer.for_model(model, lr=1e-2))
+        return accelerator, model, optimizer, method
+
+    accelerator, model, optimizer, method = prepared()
+    train(model, checkpoint_step, optimizer)
+    accelerator.save_state(tmp_path / "state")
+    train(model, 4, optimizer)
+    assert method.selected(model)
+    accelerator, resumed, resumed_optimizer, resumed_method = prepared()
+    accelerator.load_state(tmp_path / "state")
+    assert resumed_method.selected(resumed) == (checkpoint_step >= 3)
+    train(resumed, 4, resumed_optimizer)
+    assert resumed_method.allocation["kept_nodes"] == method.allocation["kept_nodes"]
+    assert_same_state(model, resumed)
+
+
+@pytest.mark.parametrize("checkpoint_step", [2, 4], ids=["during-warmup", "after-allocation"])
+def test_resume_from_save_adapter_and_the_optimizer_state_is_bit_identical(
+    tmp_path, checkpoint_step
+):
+    model, method = adapted_model()
+    optimizer = train(model, checkpoint_step)
+    graphopt.save_adapter(model, tmp_path / "adapter")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, tmp_path / "state.pt"
+    )
+    train(model, 4, optimizer)
+    fresh = graphopt.load_adapter(tiny_bert(), tmp_path / "adapter")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    resumed = GraphOptimizer.for_model(fresh, lr=1e-2)
+    resumed.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    train(fresh, 4, resumed)
+    loaded = graphopt.methods_of(fresh)[0]
+    assert loaded.allocation["kept_nodes"] == method.allocation["kept_nodes"]
+    assert_same_state(model, fresh)
