@@ -29,6 +29,7 @@ The optimizer pieces live in ``graphopt.plugins.spectral_optim``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,20 +180,15 @@ class SpectralMethod(Method):
         return sum(math.prod(model.get_parameter(t.name).shape) for t in self._targets)
 
     def plot(self, model: nn.Module, folder: Path) -> list[Path]:
-        """``spectral_spectrum.png``: the k lowest Laplacian eigenvalues of every
-        target parameter's graph, as built when the method was applied."""
+        """``spectral_spectrum.png``: the k lowest Laplacian eigenvalues of every target
+        parameter's graph as built at ``apply``, one panel per layer type (the name
+        without its layer index), one labelled line per layer."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        figure, axis = plt.subplots(figsize=(6, 3.5))
-        for basis in self._bases.values():
-            axis.plot(basis.values.cpu().numpy(), lw=0.8, alpha=0.6)
-        axis.set(xlabel="mode index", ylabel="Laplacian eigenvalue")
-        axis.set_title(f"spectral: k lowest modes of {len(self._bases)} parameter graphs")
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
+        figure = spectrum_figure({name: b.values.cpu() for name, b in self._bases.items()})
         path = Path(folder) / "spectral_spectrum.png"
         figure.savefig(path, dpi=120)
         plt.close(figure)
@@ -357,6 +353,55 @@ def check_masks_commute(model: nn.Module, targets: list[Target]) -> None:
                     f"{tuple(mask.shape)} that varies along the node axis {target.node_axis} "
                     "of spectral's graph; the filter would move entries that mask freezes"
                 )
+
+
+# -- the spectrum plot ------------------------------------------------------------------------
+
+_LAYER_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def layer_groups(names: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Parameter names grouped by layer type: ``{type: [(layer label, name)]}``.
+
+    The type is the name after its first numeric part (``layer.3.attention.self.query
+    .lora_B.weight`` -> ``attention.self.query.lora_B``, label ``layer 3``); a name
+    without one is its own type, labelled by itself."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for name in names:
+        match = _LAYER_INDEX.search(name)
+        if match is None:
+            kind, label = name.removesuffix(".weight"), name
+        else:
+            kind = name[match.end() :].removesuffix(".weight")
+            label = f"{name[: match.start()].rpartition('.')[2] or 'layer'} {match.group(1)}"
+        groups.setdefault(kind, []).append((label, name))
+    return groups
+
+
+def spectrum_figure(values: dict[str, torch.Tensor]) -> Any:
+    """The figure of ``SpectralMethod.plot``: one panel per layer type, one line per layer."""
+    import matplotlib.pyplot as plt
+
+    groups = layer_groups(list(values))
+    columns = min(3, len(groups))
+    rows = math.ceil(len(groups) / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4.2 * columns, 3.2 * rows), sharey=True, squeeze=False
+    )
+    for axis, (kind, members) in zip(axes.flat, groups.items(), strict=False):
+        for label, name in members:
+            axis.plot(values[name].numpy(), lw=1.0, label=label)
+        axis.set_title(kind, fontsize=9)
+        axis.set_xlabel("mode index")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, ncols=2)
+    for axis in axes[:, 0]:
+        axis.set_ylabel("Laplacian eigenvalue")
+    for axis in list(axes.flat)[len(groups) :]:
+        axis.set_visible(False)
+    figure.suptitle(f"spectral: k lowest modes of {len(values)} parameter graphs")
+    figure.tight_layout()
+    return figure
 
 
 def _validate_config(config: SpectralConfig) -> None:

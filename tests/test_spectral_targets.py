@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import scipy.linalg
 import torch
@@ -16,8 +17,9 @@ import graphopt
 from graphopt.adapters import attach
 from graphopt.methods import Method, MethodConfig
 from graphopt.optim import GraphOptimizer
-from graphopt.plugins.spectral import SpectralConfig, SpectralMethod
+from graphopt.plugins.spectral import SpectralConfig, SpectralMethod, layer_groups, spectrum_figure
 from graphopt.solvers.graphs import knn_cosine
+from graphopt.solvers.laplacian import laplacian
 from graphopt.solvers.spectral import heat, spectral_filter
 
 K, NEIGHBOURS, T, HIGH_GAIN, LR = 4, 5, 0.3, 0.25, 0.1
@@ -77,6 +79,18 @@ def test_conv1d_k_is_checked_against_the_output_units() -> None:
     conv = model.h[0].mlp.c_proj  # (192 in, 48 out)
     with pytest.raises(ValueError, match=r"48 nodes along axis 1, and k = 48"):
         _spectral(model, {"h.0.mlp.c_proj": conv}, k=48)
+
+
+def test_basis_eigenvalues_match_an_independent_laplacian() -> None:
+    """The plotted values are the graph's k lowest Laplacian eigenvalues (numpy eigh)."""
+    model = _gpt2()
+    conv = model.h[0].mlp.c_fc
+    method = _spectral(model, {"h.0.mlp.c_fc": conv})
+    rows = conv.weight.detach().T
+    expected = np.linalg.eigvalsh(laplacian(knn_cosine(rows, k=NEIGHBOURS)).to_dense().numpy())
+    np.testing.assert_allclose(
+        method._bases["h.0.mlp.c_fc.weight"].values.numpy(), expected[:K], rtol=1e-6, atol=1e-8
+    )
 
 
 # -- PEFT ------------------------------------------------------------------------------------
@@ -297,3 +311,45 @@ def test_stacked_filter_changes_the_lora_b_update_under_adamw(where) -> None:
     for step in range(4):
         changes.append(_step_with_and_without_filter(model, opt, step))
     assert min(changes) > 1e-3, changes
+
+
+# -- the spectrum plot -----------------------------------------------------------------------
+
+
+def test_layer_groups_split_names_by_layer_type_and_index() -> None:
+    names = [
+        "encoder.layer.0.attention.self.query.lora_B.weight",
+        "encoder.layer.1.attention.self.query.lora_B.weight",
+        "encoder.layer.0.intermediate.dense.weight",
+        "0.weight",
+    ]
+    assert layer_groups(names) == {
+        "attention.self.query.lora_B": [
+            ("layer 0", names[0]),
+            ("layer 1", names[1]),
+        ],
+        "intermediate.dense": [("layer 0", names[2])],
+        "0": [("0.weight", names[3])],
+    }
+
+
+def test_spectrum_plot_has_a_labelled_panel_per_layer_type(tmp_path) -> None:
+    model = _bert_64()
+    graphopt.apply(model, "lora", target_modules=["query", "value"])
+    factors = [n.removesuffix(".weight") for n, _ in model.named_parameters() if "lora_B" in n]
+    graphopt.apply(model, "spectral", target_modules=factors, k=8)
+    method = graphopt.methods_of(model)[-1]
+    figure = spectrum_figure({n: b.values for n, b in method._bases.items()})
+    panels = [axis for axis in figure.axes if axis.get_visible()]
+    assert sorted(axis.get_title() for axis in panels) == [
+        "attention.self.query.lora_B",
+        "attention.self.value.lora_B",
+    ]
+    for axis in panels:
+        assert [t.get_text() for t in axis.get_legend().get_texts()] == ["layer 0"]
+        np.testing.assert_allclose(
+            axis.lines[0].get_ydata(),
+            method._bases[next(n for n in method._bases if axis.get_title() in n)].values.numpy(),
+        )
+    (path,) = method.plot(model, tmp_path)
+    assert path.name == "spectral_spectrum.png" and path.stat().st_size > 0
