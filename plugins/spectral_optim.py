@@ -18,10 +18,14 @@ has the measurement behind offering the update as well):
   = (I + 2 lambda L)^-1 d``, by conjugate gradients with a step count fixed in
   advance from an a-priori error bound (no host synchronisation in a step).
 
-Non-finite entries: an entry that is NaN or infinite in the input is returned
-unchanged and the others are computed with it set to 0, so a bad value stays
-where it came from (where the run's divergence guard or the user sees it)
-instead of spreading through the graph to every node of its column.
+Non-finite values: the graph couples entries only within a column of the node
+matrix (one input feature across the output units), so a column holding a NaN
+or an infinity is left out of the coupling: the filter and the proximal map
+pass it through unchanged and the regularizer adds nothing to it. The bad value
+stays in its entry, where the run's divergence guard or the user sees it,
+instead of spreading to every node of its column (one NaN in a gradient of 64
+rows used to turn all 64 rows NaN); every other column is computed as usual.
+No host synchronisation: the columns are found and handled with tensor ops.
 """
 
 from __future__ import annotations
@@ -110,15 +114,9 @@ def from_node_matrix(matrix: torch.Tensor, like: torch.Tensor, axis: int) -> tor
     return result if axis == 0 else result.movedim(0, axis)
 
 
-def finite_part(
-    operator: Callable[[torch.Tensor], torch.Tensor], matrix: torch.Tensor
-) -> torch.Tensor:
-    """``operator`` applied to ``matrix`` with its non-finite entries set to 0; those
-    entries keep their input value. ``operator`` may work in place on its argument
-    (a fresh tensor). No host synchronisation."""
-    finite = torch.isfinite(matrix)
-    result = operator(torch.where(finite, matrix, 0.0))
-    return torch.where(finite, result, matrix.to(result.dtype))
+def non_finite_columns(matrix: torch.Tensor) -> torch.Tensor:
+    """(m,) bool: the columns of ``matrix`` (n, m) holding a NaN or an infinity."""
+    return ~torch.isfinite(matrix).all(dim=0)
 
 
 def laplacian_operator(state: dict[str, torch.Tensor], n: int) -> torch.Tensor:
@@ -211,17 +209,27 @@ class SpectralFilter:
         state: dict[str, torch.Tensor],
         high_gain: float | None = None,
     ) -> torch.Tensor:
-        """F ``tensor`` (shaped like ``param``), a new tensor; no state changes."""
+        """F ``tensor`` (shaped like ``param``), in place when ``tensor`` has the basis's
+        dtype (then returned), else in a new tensor; no state changes.
+
+        A column of the node matrix whose coefficients U^T x are not finite (it holds
+        a NaN or an infinity) passes unchanged: that column's gain is 1 and its
+        coefficients 0, decided by tensor ops on the small (k, m) coefficients, so
+        the common path costs no extra pass over ``tensor`` but one scaling."""
         gain = self.high_gain if high_gain is None else check_gain(high_gain)
         vectors = state["vectors"]
         shift = (self.response(state["values"]) - gain)[:, None]
-
-        def filtered(matrix: torch.Tensor) -> torch.Tensor:
-            return matrix.addmm_(vectors, shift * (vectors.T @ matrix), beta=gain)
-
         axis = self._axes[param]
-        matrix = finite_part(filtered, node_matrix(tensor.to(vectors.dtype), axis))
-        return from_node_matrix(matrix, tensor, axis).to(tensor.dtype)
+        work = tensor if tensor.dtype == vectors.dtype else tensor.to(vectors.dtype)
+        matrix = node_matrix(work, axis)
+        coefficients = vectors.T @ matrix
+        passed = non_finite_columns(coefficients)
+        coefficients = torch.where(passed, 0.0, shift * coefficients)
+        matrix.mul_(torch.where(passed, 1.0, gain))
+        matrix.addmm_(vectors, coefficients)
+        if matrix.data_ptr() != work.data_ptr():  # node_matrix had to copy
+            work.copy_(from_node_matrix(matrix, work, axis))
+        return work if work.dtype == tensor.dtype else work.to(tensor.dtype)
 
     def _collect(self, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         if "gradient_sum" in state:
@@ -275,7 +283,8 @@ class DirichletRegularizer:
         axis = self._axes[param]
         delta = node_matrix(param.detach() - state["theta0"], axis)
         lap = laplacian_operator(state, delta.shape[0])
-        gradient = finite_part(lambda d: scale * (lap @ d.to(lap.dtype)), delta)
+        gradient = scale * (lap @ delta.to(lap.dtype))
+        gradient.masked_fill_(non_finite_columns(delta), 0.0)  # columns left out
         return from_node_matrix(gradient, param, axis).to(param.dtype)
 
     def value(self, param: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -349,7 +358,8 @@ class DirichletProximal:
         axis = self._axes[param]
         lap = laplacian_operator(state, param.shape[axis])
         matrix = node_matrix(update.to(lap.dtype), axis)
-        solved = finite_part(lambda b: solve_shifted_laplacian(lap, b, scale, steps), matrix)
+        solved = solve_shifted_laplacian(lap, matrix, scale, steps)  # columns independent
+        solved = torch.where(non_finite_columns(matrix), matrix, solved)  # columns left out
         return from_node_matrix(solved, update, axis).to(update.dtype)
 
     def set_basis(self, param: torch.Tensor, state: dict[str, torch.Tensor], basis: SpectralBasis):
@@ -386,8 +396,9 @@ def solve_shifted_laplacian(
     lap: torch.Tensor, rhs: torch.Tensor, scale: float, steps: int
 ) -> torch.Tensor:
     """``steps`` conjugate-gradient iterations for (I + scale L) X = rhs, every column at
-    once, from X = 0. A column whose residual vanishes stays put (guarded divisions),
-    so a zero column of ``rhs`` gives exactly zero."""
+    once, from X = 0. Columns never mix (a NaN stays in its column). A column whose
+    residual vanishes stays put (guarded divisions), so a zero column of ``rhs``
+    gives exactly zero."""
     x = torch.zeros_like(rhs)
     residual = rhs.clone()
     direction = rhs.clone()

@@ -220,8 +220,8 @@ def _nan_gradient(param: torch.Tensor, row: int = 5, col: int = 7) -> torch.Tens
 @pytest.mark.parametrize("base", [torch.optim.SGD, torch.optim.AdamW])
 def test_one_nan_gradient_entry_stays_in_its_entry(where, base) -> None:
     """Issue 17: one NaN entry used to turn all 64 rows of the parameter NaN. Now the
-    NaN stays where it came from and every other entry gets the filter of the finite
-    part (the NaN entry taken as 0)."""
+    column holding it (the entries the graph couples it with) passes unfiltered, so the
+    NaN stays where it came from, and every other column is filtered as before."""
     model = _model()
     param = model[0].weight
     theta0 = param.detach().clone()
@@ -233,33 +233,51 @@ def test_one_nan_gradient_entry_stays_in_its_entry(where, base) -> None:
     opt.step()
     bad = ~torch.isfinite(param)
     assert bad.sum() == 1 and bad[5, 7]
-    clean = torch.where(torch.isfinite(grad), grad, 0.0)
+
+    def filter_but_column_7(x: torch.Tensor) -> torch.Tensor:
+        clean = torch.where(torch.isfinite(x), x, 0.0)
+        return torch.cat(
+            [_filter(clean, theta0)[:, :7], clean[:, 7:8], _filter(clean, theta0)[:, 8:]], 1
+        )
+
     if where == "gradient":
-        expected = _base_update(theta0, _filter(clean, theta0), base, **settings)
+        expected = _base_update(theta0, filter_but_column_7(grad), base, **settings)
     else:
-        expected = _filter(_base_update(theta0, clean, base, **settings), theta0)
+        expected = filter_but_column_7(_base_update(theta0, grad, base, **settings))
     finite = ~bad
     torch.testing.assert_close((param.detach() - theta0)[finite], expected[finite])
 
 
 def test_non_finite_entries_do_not_spread_through_the_dirichlet_terms() -> None:
+    """The regularizer adds nothing to a column of dTheta holding an infinity; the
+    proximal map passes a column holding a NaN through unchanged."""
+    weight = 0.3
     model = _model()
     param = model[0].weight
-    _apply(model, dirichlet_weight=0.3, transform=None)
+    theta0 = param.detach().clone()
+    _apply(model, dirichlet_weight=weight, transform=None)
     opt = GraphOptimizer.for_model(model, base=torch.optim.SGD, lr=LR)
     regularizer = opt.regularizers[0]
     with torch.no_grad():
+        param.add_(0.01)
         param[2, 4] = float("inf")
     grad = regularizer.grad(param, opt.transform_state(regularizer)[param])
-    assert (~torch.isfinite(grad)).sum() == 1 and not torch.isfinite(grad[2, 4])
+    assert torch.isfinite(grad).all() and not grad[:, 4].any()
+    delta = (param.detach() - theta0).numpy()
+    expected = 2 * weight * _laplacian(theta0) @ np.where(np.isfinite(delta), delta, 0.0)
+    others = [c for c in range(12) if c != 4]
+    np.testing.assert_allclose(grad.numpy()[:, others], expected[:, others], atol=1e-12)
 
     model = _model()
     param = model[0].weight
-    _apply(model, where="update", dirichlet_weight=0.3, transform=None)
+    _apply(model, where="update", dirichlet_weight=weight, transform=None)
     opt = GraphOptimizer.for_model(model, base=torch.optim.SGD, lr=LR)
     prox = opt.update_transforms[0]
-    result = prox.transform_update(_nan_gradient(param), param, opt.transform_state(prox)[param])
+    update = _nan_gradient(param)
+    result = prox.transform_update(update.clone(), param, opt.transform_state(prox)[param])
     assert (~torch.isfinite(result)).sum() == 1 and torch.isnan(result[5, 7])
+    torch.testing.assert_close(result[:, 7], update[:, 7], equal_nan=True)
+    assert not torch.equal(result[:, 6], update[:, 6])
 
 
 def test_nan_gradient_is_not_collected_into_the_gradient_graph() -> None:
