@@ -197,6 +197,35 @@ def without_adapter(model: nn.Module, encoded: Any, batch_size: int) -> torch.Te
     return logits
 
 
+@torch.no_grad()
+def adapter_output_difference(lora: nn.Module, stacked: nn.Module, encoded: Any) -> float:
+    """Median over adapted layers of ||X (dW_spectral - dW_lora)^T|| / ||X dW_lora^T||, X
+    the layer's inputs in the lora run on the first 32 test articles: how far apart the
+    two adapters' outputs B A x are on real inputs (what the weights' distance becomes)."""
+    inputs: dict[str, list[torch.Tensor]] = {}
+    layers = lora_layers(lora)
+    hooks = [
+        layer.register_forward_hook(
+            lambda module, args, out, name=name: inputs.setdefault(name, []).append(args[0])
+        )
+        for name, layer in layers.items()
+    ]
+    was_training = lora.training
+    lora.eval()
+    lora(**encoded.batch(list(range(32)), "cpu"))
+    lora.train(was_training)
+    for handle in hooks:
+        handle.remove()
+    other = lora_layers(stacked)
+    ratios = []
+    for name, layer in layers.items():
+        x = torch.cat(inputs[name]).reshape(-1, layer.in_features)
+        mask = x.abs().sum(dim=1) > 0
+        ours, theirs = layer.delta_weight()[0], other[name].delta_weight()[0]
+        ratios.append(float((x[mask] @ (theirs - ours).T).norm() / (x[mask] @ ours.T).norm()))
+    return statistics.median(ratios)
+
+
 def compare(
     lora: nn.Module, stacked: nn.Module, encoded: Any, labels: torch.Tensor, batch_size: int
 ) -> dict[str, float]:
@@ -218,6 +247,8 @@ def compare(
     return {
         "rel_lora_B": relative(b2, b1),
         "rel_delta_w": relative(delta_w(stacked), delta_w(lora)),
+        "cos_lora_B": cosine(b2, b1),
+        "rel_adapter_output": adapter_output_difference(lora, stacked, encoded),
         "adapter_to_base_output_lora": ratio1,
         "adapter_to_base_output_stacked": ratio2,
         "median_logit_margin": float(margin.median()),
@@ -322,9 +353,10 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "`g`: the gradient of all 36 `lora_B` (concatenated); `u(.)`: AdamW's update from "
         "the run's current state; `F`: the spectral filter. The trajectory is the "
         "`lora + spectral` run (filter on the gradient); its real step matched `u(F g)` to "
-        f"{max(r['check_real_step_rel_error'] for r in per_step):.1e} relative at every step.",
+        f"{max(r['check_real_step_rel_error'] for r in per_step):.1e} relative at every step. "
+        f"First step: step {per_step[0]['step']} (the linear warm-up gives step 1 lr 0).",
         "",
-        "| quantity | step 1 | median | min | max | last step |",
+        "| quantity | first step | median | min | max | last step |",
         "|---|---|---|---|---|---|",
         *[f"| {label} | {summary(per_step, key)} |" for label, key in rows],
         "",
@@ -341,6 +373,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     keys = [
         ("‖B_spectral − B_lora‖ / ‖B_lora‖", "rel_lora_B", "{:.3f}"),
         ("‖dW_spectral − dW_lora‖ / ‖dW_lora‖", "rel_delta_w", "{:.3f}"),
+        ("cos(B_spectral, B_lora)", "cos_lora_B", "{:.4f}"),
+        ("‖(dW_spectral − dW_lora) x‖ / ‖dW_lora x‖ on test inputs x", "rel_adapter_output",
+         "{:.3f}"),
         ("adapter output / base output (lora)", "adapter_to_base_output_lora", "{:.2e}"),
         ("adapter output / base output (lora + spectral)", "adapter_to_base_output_stacked",
          "{:.2e}"),

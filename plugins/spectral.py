@@ -77,11 +77,11 @@ class SpectralConfig(MethodConfig):
         laplacian: ``"combinatorial"`` (L = D - W, as in [SPEC]), ``"symmetric"``
             or ``"random_walk"``.
         eigensolver: registered eigensolver name; ``None`` lets graphopt choose.
-        transform: registered gradient transform (kind ``transform``) built from the
-            bases, or ``None`` for no filter.
+        transform: registered filter (kind ``transform``) built from the bases, or
+            ``None`` for no filter; ``where="update"`` needs its ``transform_update``.
         response: registered filter response (kind ``response``).
         response_options: keyword arguments of the response (e.g. ``{"t": 0.1}``).
-        high_gain: gain in [0, 1] of the gradient outside the k lowest modes.
+        high_gain: gain in [0, 1] of the filtered tensor outside the k lowest modes.
         dirichlet_weight: lambda of the Dirichlet regularizer; 0 switches it off.
         where: ``"gradient"`` (filter and regularizer act on the gradient before
             the base step, [SPEC]) or ``"update"`` (on the base step's update).
