@@ -8,7 +8,10 @@ the timer):
 * ``graphopt``: ``GraphOptimizer`` around AdamW with no transforms (goal <= 1.05x);
 * ``graphopt+filter``: with the spectral low-pass filter, k = 32 modes per
   target matrix, on every attention and FFN matrix (goal <= 1.3x);
-* ``graphopt+filter+dirichlet``: plus the Dirichlet regularizer (for reference).
+* ``graphopt+filter+dirichlet``: plus the Dirichlet regularizer (for reference);
+* ``graphopt+update filter``, ``graphopt+update filter+dirichlet``: the same
+  pieces with ``where="update"``: the filter on AdamW's update, the Dirichlet
+  term as the proximal map of the update (for reference).
 
 The basis computation (graphs, Laplacians, eigenpairs: ``graphopt.apply``) is
 timed separately. Run: ``.venv/bin/python benchmarks/optim_step.py [--quick]``.
@@ -46,14 +49,29 @@ def load_minilm() -> torch.nn.Module:
     return AutoModel.from_pretrained(path, local_files_only=True)
 
 
-def spectral_parts(model: torch.nn.Module, dirichlet: float) -> tuple[list, list, float, list]:
-    """Apply the spectral method; its transforms, regularizers, seconds taken, eigenvalues."""
+def spectral_parts(
+    model: torch.nn.Module, dirichlet: float, where: str = "gradient"
+) -> tuple[dict[str, list], float, list]:
+    """Apply the spectral method afresh; its optimizer pieces by kind, seconds, eigenvalues."""
+    model.graphopt_methods = []  # each application independent of the previous one
     start = time.perf_counter()
-    graphopt.apply(model, "spectral", target_modules=TARGETS, k=K_MODES, dirichlet_weight=dirichlet)
+    graphopt.apply(
+        model,
+        "spectral",
+        target_modules=TARGETS,
+        k=K_MODES,
+        dirichlet_weight=dirichlet,
+        where=where,
+    )
     seconds = time.perf_counter() - start
     method = graphopt.methods_of(model)[-1]
     values = [basis.values.tolist() for basis in method._bases.values()]
-    return method.transforms(model), method.regularizers(model), seconds, values
+    parts = {
+        "transforms": method.transforms(model),
+        "regularizers": method.regularizers(model),
+        "update_transforms": method.update_transforms(model),
+    }
+    return parts, seconds, values
 
 
 def main() -> None:
@@ -73,20 +91,21 @@ def main() -> None:
     model = load_minilm().to(device)
     params = list(model.parameters())
     n_params = sum(p.numel() for p in params)
-    transforms, _, basis_seconds, eigenvalues = spectral_parts(model, dirichlet=0.0)
-    model.graphopt_methods = []  # a second, independent application for the regularizer case
-    transforms2, regularizers2, basis_seconds2, _ = spectral_parts(model, dirichlet=1e-3)
-    n_targets = len(transforms[0].params)
+    filter_only, basis_seconds, eigenvalues = spectral_parts(model, dirichlet=0.0)
+    with_dirichlet, basis_seconds2, _ = spectral_parts(model, dirichlet=1e-3)
+    update_filter, _, _ = spectral_parts(model, dirichlet=0.0, where="update")
+    update_both, _, _ = spectral_parts(model, dirichlet=1e-3, where="update")
+    n_targets = len(filter_only["transforms"][0].params)
 
     gen = torch.Generator().manual_seed(0)
     grads = [(torch.randn(p.shape, generator=gen) * 1e-3).to(device) for p in params]
     optimizers = {
         "adamw": torch.optim.AdamW(params, lr=1e-5),
         "graphopt": GraphOptimizer(params, lr=1e-5),
-        "graphopt+filter": GraphOptimizer(params, lr=1e-5, transforms=transforms),
-        "graphopt+filter+dirichlet": GraphOptimizer(
-            params, lr=1e-5, transforms=transforms2, regularizers=regularizers2
-        ),
+        "graphopt+filter": GraphOptimizer(params, lr=1e-5, **filter_only),
+        "graphopt+filter+dirichlet": GraphOptimizer(params, lr=1e-5, **with_dirichlet),
+        "graphopt+update filter": GraphOptimizer(params, lr=1e-5, **update_filter),
+        "graphopt+update filter+dirichlet": GraphOptimizer(params, lr=1e-5, **update_both),
     }
     times: dict[str, list[float]] = {name: [] for name in optimizers}
     with torch.no_grad():

@@ -1,11 +1,15 @@
-"""Figures for docs/spectral.md: a kNN Laplacian's low spectrum and a filtered gradient.
+"""Figures for the spectral docs: a kNN Laplacian's low spectrum, a filtered gradient,
+and the method's own plot of all-MiniLM-L6-v2's 36 parameter graphs.
 
-    .venv/bin/python benchmarks/spectral_figures.py   # writes docs/img/spectrum.png, filter.png
+    .venv/bin/python benchmarks/spectral_figures.py   # docs/img/spectrum.png, filter.png,
+                                                      # spectral_spectrum.png
 
 Nodes are the 400 rows of a synthetic weight matrix made of 4 clusters of
 rows (as rows of a pretrained layer group by function); the "gradient" is a
 cluster-wise constant signal plus row noise. The heat filter keeps the
-smooth (cluster-wise) part and damps the noise.
+smooth (cluster-wise) part and damps the noise. The last figure is what
+``graphopt finetune --plot`` writes for ``spectral`` (``SpectralMethod.plot``):
+one panel per layer type, one line per layer, on the packaged MiniLM.
 """
 
 from __future__ import annotations
@@ -57,6 +61,21 @@ def main() -> None:
     figure.tight_layout()
     figure.savefig(OUT / "filter.png", dpi=120)
     print(f"wrote {OUT / 'spectrum.png'} and {OUT / 'filter.png'}; method {pairs.method}")
+    print(f"wrote {minilm_spectrum()}")
+
+
+def minilm_spectrum() -> Path:
+    """``SpectralMethod.plot`` on all-MiniLM-L6-v2's attention and FFN matrices."""
+    from transformers import AutoModel
+
+    import graphopt
+    from graphopt.finetune.model import default_model_path
+
+    model = AutoModel.from_pretrained(default_model_path(), local_files_only=True)
+    targets = r".*\.(query|key|value|attention\.output\.dense|intermediate\.dense|output\.dense)"
+    graphopt.apply(model, "spectral", target_modules=targets)
+    (path,) = graphopt.methods_of(model)[0].plot(model, OUT)
+    return path
 
 
 if __name__ == "__main__":

@@ -8,21 +8,29 @@ gradients; no trainable parameters are added.
 
 Here (design choices, each pluggable; see ``docs/methods/spectral.md``):
 
-* node = a row of a target parameter (one output unit of a weight, or one row
-  of an adapter factor); edges = the registered graph construction (default
-  10-NN cosine) on the pretrained rows, or on gradient rows accumulated between
-  basis refreshes (``features="gradients"``);
+* node = an output unit of a target parameter: a row of an ``nn.Linear`` weight
+  or of an adapter's output factor (what an adapted layer names in
+  ``output_factor``: LoRA's ``lora_B``, pca_ggm's ``A``), a column of a GPT-2
+  ``Conv1D`` weight (stored (in, out)); edges = the registered graph
+  construction (default 10-NN cosine) on the pretrained rows, or on gradient
+  rows accumulated between basis refreshes (``features="gradients"``);
 * the k lowest modes (U_k, Lambda_k) from ``graphopt.eigen.smallest_eigenpairs``;
-* (a) regularizer L_spec = tr(dTheta^T L dTheta), dTheta = Theta - Theta0, with
-  exact gradient 2 lambda L dTheta added to the gradient;
-* (b) filter g <- U_k h(Lambda_k) U_k^T g + high_gain (g - U_k U_k^T g).
+* ``where="gradient"`` ([SPEC]): the filter g <- U_k h(Lambda_k) U_k^T g +
+  high_gain (g - U_k U_k^T g) before the base step, and the regularizer
+  L_spec = tr(dTheta^T L dTheta), dTheta = Theta - Theta0, by its exact gradient
+  2 lambda L dTheta;
+* ``where="update"``: the same filter on the base optimizer's update
+  p_new - p_old, where Adam's per-coordinate scaling cannot undo it, and the
+  Dirichlet energy as the proximal map of the update, d <- (I + 2 lambda L)^-1 d.
+
+The optimizer pieces live in ``graphopt.plugins.spectral_optim``.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +39,26 @@ import torch
 from torch import nn
 
 import graphopt
-from graphopt.methods import Method, MethodConfig
+from graphopt.methods import Method, MethodConfig, methods_of
+from graphopt.plugins.spectral_optim import (
+    BasisRefresh,
+    DirichletProximal,
+    DirichletRegularizer,
+    SpectralBasis,
+    SpectralFilter,
+    check_gain,
+    node_matrix,
+    spectral_basis,
+)
 from graphopt.solvers.validation import check_int_in_range, check_positive
+
+__all__ = ["SpectralBasis", "SpectralConfig", "SpectralFilter", "SpectralMethod", "spectral_basis"]
 
 FEATURES = ("weights", "gradients")
 """Where the node features of the parameter graph come from."""
+PLACES = ("gradient", "update")
+"""Where the filter and the Dirichlet term act: on the gradient before the base step
+(as in [SPEC]) or on the base step's update."""
 
 
 @dataclass
@@ -43,8 +66,8 @@ class SpectralConfig(MethodConfig):
     """Settings of spectral parameter coordination (defaults and why: docs/methods/spectral.md).
 
     Attributes:
-        parameters: names of the parameters of each target module to coordinate
-            (``["weight"]``; after LoRA e.g. the factor names).
+        parameters: names of the parameters of each target module to coordinate;
+            ``None``: an adapted layer's ``output_factor``, else ``weight``.
         k: number of lowest Laplacian modes per parameter (must be < its rows).
         graph: registered graph construction (kind ``graph``) over the node rows.
         graph_options: keyword arguments of the graph construction; empty by
@@ -55,15 +78,17 @@ class SpectralConfig(MethodConfig):
         laplacian: ``"combinatorial"`` (L = D - W, as in [SPEC]), ``"symmetric"``
             or ``"random_walk"``.
         eigensolver: registered eigensolver name; ``None`` lets graphopt choose.
-        transform: registered gradient transform (kind ``transform``) built from the
-            bases, or ``None`` for no filter.
+        transform: registered filter (kind ``transform``) built from the bases, or
+            ``None`` for no filter; ``where="update"`` needs its ``transform_update``.
         response: registered filter response (kind ``response``).
         response_options: keyword arguments of the response (e.g. ``{"t": 0.1}``).
-        high_gain: gain in [0, 1] of the gradient outside the k lowest modes.
+        high_gain: gain in [0, 1] of the filtered tensor outside the k lowest modes.
         dirichlet_weight: lambda of the Dirichlet regularizer; 0 switches it off.
+        where: ``"gradient"`` (filter and regularizer act on the gradient before
+            the base step, [SPEC]) or ``"update"`` (on the base step's update).
     """
 
-    parameters: list[str] = field(default_factory=lambda: ["weight"])
+    parameters: list[str] | None = None
     k: int = 32
     graph: str = "knn_cosine"
     graph_options: dict[str, Any] = field(default_factory=dict)
@@ -76,323 +101,111 @@ class SpectralConfig(MethodConfig):
     response_options: dict[str, Any] = field(default_factory=lambda: {"t": 0.1})
     high_gain: float = 0.5
     dirichlet_weight: float = 0.0
-
-
-@dataclass
-class SpectralBasis:
-    """A parameter's graph: its Laplacian (CSR parts) and the k lowest eigenpairs."""
-
-    vectors: torch.Tensor  # (n, k), orthonormal columns
-    values: torch.Tensor  # (k,), ascending
-    laplacian_crow: torch.Tensor
-    laplacian_col: torch.Tensor
-    laplacian_values: torch.Tensor
-
-    def laplacian_state(self) -> dict[str, torch.Tensor]:
-        """The Laplacian as plain tensors (so an optimizer state_dict can hold it)."""
-        return {
-            "laplacian_crow": self.laplacian_crow,
-            "laplacian_col": self.laplacian_col,
-            "laplacian_values": self.laplacian_values,
-        }
-
-
-def spectral_basis(
-    features: torch.Tensor, config: SpectralConfig, dtype: torch.dtype
-) -> SpectralBasis:
-    """Graph over the rows of ``features``, its Laplacian and k lowest modes.
-
-    The graph is built in float64 on the features' device; the basis is
-    returned in ``dtype``. A non-converged eigensolve warns (the solver's
-    ``ConvergenceWarning``) and still returns its best basis.
-    """
-    from graphopt.eigen import smallest_eigenpairs
-    from graphopt.solvers.laplacian import laplacian
-
-    rows = features.detach().reshape(features.shape[0], -1).to(torch.float64)
-    adjacency = graphopt.registry.get("graph", config.graph)(rows, **config.graph_options)
-    lap = laplacian(adjacency, kind=config.laplacian)
-    result = smallest_eigenpairs(lap, config.k, method=config.eigensolver)
-    with warnings.catch_warnings():  # torch's one-time "sparse CSR is in beta" notice
-        warnings.simplefilter("ignore", UserWarning)
-        csr = lap.to_sparse_csr()
-    device = features.device
-    return SpectralBasis(
-        vectors=torch.as_tensor(result.vectors).to(device=device, dtype=dtype),
-        values=torch.as_tensor(result.values).to(device=device, dtype=dtype),
-        laplacian_crow=csr.crow_indices().to(device),
-        laplacian_col=csr.col_indices().to(device),
-        laplacian_values=csr.values().to(device=device, dtype=dtype),
-    )
-
-
-def _basis_dtype(param: torch.Tensor) -> torch.dtype:
-    """float64/float32 parameters keep their dtype; half precision ones get a float32 basis."""
-    return param.dtype if param.dtype in (torch.float32, torch.float64) else torch.float32
-
-
-# -- the optimizer pieces ---------------------------------------------------------------------
-
-
-class SpectralFilter:
-    """Gradient transform g <- U h(Lambda) U^T g + high_gain (g - U U^T g), along rows.
-
-    Computed in place as g <- high_gain g + U ((h(Lambda) - high_gain) * (U^T g)):
-    the same filter as ``graphopt.solvers.spectral.spectral_filter`` with two
-    matrix products instead of three and no temporary the size of g (this runs
-    every step on every target). Per-parameter state: ``vectors`` U (n, k),
-    ``values`` Lambda (k,), and ``gradient_sum`` (the accumulated raw gradient)
-    when the graph is rebuilt from gradients. Per-group option: ``high_gain``.
-    """
-
-    name = "spectral_filter"
-
-    def __init__(
-        self,
-        params: Sequence[torch.Tensor],
-        bases: Sequence[SpectralBasis],
-        response: Callable[[torch.Tensor], torch.Tensor],
-        high_gain: float = 0.0,
-        accumulate_gradients: bool = False,
-    ) -> None:
-        if len(params) != len(bases):
-            raise ValueError(f"got {len(params)} params but {len(bases)} bases")
-        self.params = list(params)
-        self._bases = dict(zip(self.params, bases, strict=True))
-        self.response = response
-        self.high_gain = _check_gain(high_gain)
-        self.accumulate_gradients = accumulate_gradients
-
-    def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        basis = self._bases[param]
-        state = {"vectors": basis.vectors.clone(), "values": basis.values.clone()}
-        if self.accumulate_gradients:
-            state["gradient_sum"] = torch.zeros_like(param, dtype=basis.vectors.dtype)
-        return state
-
-    def transform(
-        self,
-        grad: torch.Tensor,
-        param: torch.Tensor,
-        state: dict[str, torch.Tensor],
-        high_gain: float | None = None,
-    ) -> torch.Tensor:
-        gain = self.high_gain if high_gain is None else _check_gain(high_gain)
-        vectors, values = state["vectors"], state["values"]
-        work = grad if grad.dtype == vectors.dtype else grad.to(vectors.dtype)
-        if "gradient_sum" in state:
-            state["gradient_sum"].add_(work)
-        matrix = work.reshape(work.shape[0], -1)
-        coefficients = vectors.T @ matrix
-        coefficients.mul_((self.response(values) - gain)[:, None])
-        matrix.addmm_(vectors, coefficients, beta=gain)
-        if matrix.data_ptr() == grad.data_ptr() and work is grad:
-            return grad
-        return matrix.reshape(grad.shape).to(grad.dtype)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"high_gain": self.high_gain}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.high_gain = _check_gain(state["high_gain"])
-
-
-class DirichletRegularizer:
-    """R = weight * tr(dTheta^T L dTheta), dTheta = Theta - Theta0; dR/dTheta = 2 weight L dTheta.
-
-    L_spec of [SPEC] section 3 on the update, with the exact gradient (L is
-    symmetric). Per-parameter state: ``theta0`` and L as CSR tensors. Per-group
-    option: ``weight``.
-    """
-
-    name = "spectral_dirichlet"
-
-    def __init__(
-        self,
-        params: Sequence[torch.Tensor],
-        bases: Sequence[SpectralBasis],
-        theta0: Sequence[torch.Tensor],
-        weight: float,
-    ) -> None:
-        self.params = list(params)
-        self._init = {p: (b, t) for p, b, t in zip(self.params, bases, theta0, strict=True)}
-        self.weight = check_positive(weight, "weight")
-
-    def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        basis, theta0 = self._init[param]
-        return {
-            "theta0": theta0.clone(),
-            **{k: v.clone() for k, v in basis.laplacian_state().items()},
-        }
-
-    def grad(
-        self, param: torch.Tensor, state: dict[str, torch.Tensor], weight: float | None = None
-    ) -> torch.Tensor:
-        scale = 2.0 * (self.weight if weight is None else weight)
-        update = (param - state["theta0"]).reshape(param.shape[0], -1)
-        lap = _csr(state, param.shape[0])
-        return (scale * (lap @ update.to(lap.dtype))).reshape(param.shape).to(param.dtype)
-
-    def value(self, param: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        update = (param - state["theta0"]).reshape(param.shape[0], -1)
-        lap = _csr(state, param.shape[0])
-        return self.weight * (update.to(lap.dtype) * (lap @ update.to(lap.dtype))).sum()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"weight": self.weight}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.weight = check_positive(state["weight"], "weight")
-
-
-class BasisRefresh:
-    """Every ``every`` steps, rebuild each graph from the gradient rows summed since the last.
-
-    Runs after the base step. A refresh builds graphs and solves eigenproblems,
-    so it synchronises with the host; the steps in between do not.
-    """
-
-    def __init__(
-        self,
-        spectral_filter: SpectralFilter,
-        regularizer: DirichletRegularizer | None,
-        config: SpectralConfig,
-    ) -> None:
-        self.spectral_filter = spectral_filter
-        self.regularizer = regularizer
-        self.config = config
-        self.steps = 0
-
-    def after_step(self, optimizer: Any) -> None:
-        self.steps += 1
-        if self.steps % self.config.refresh_every:
-            return
-        filter_states = optimizer.transform_state(self.spectral_filter)
-        reg_states = (
-            optimizer.transform_state(self.regularizer) if self.regularizer is not None else {}
-        )
-        for param, state in filter_states.items():
-            basis = spectral_basis(state["gradient_sum"], self.config, state["vectors"].dtype)
-            state["vectors"], state["values"] = basis.vectors, basis.values
-            state["gradient_sum"].zero_()
-            if param in reg_states:
-                reg_states[param].update(basis.laplacian_state())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.steps = int(state["steps"])
-
-
-def _csr(state: dict[str, torch.Tensor], n: int) -> torch.Tensor:
-    return torch.sparse_csr_tensor(
-        state["laplacian_crow"],
-        state["laplacian_col"],
-        state["laplacian_values"],
-        (n, n),
-        check_invariants=False,
-    )
-
-
-def _check_gain(value: float) -> float:
-    if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"high_gain must be a number in [0, 1]; got {value!r}")
-    return float(value)
+    where: str = "gradient"
 
 
 # -- the method -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Target:
+    """One coordinated parameter: its name in the model and its node axis."""
+
+    name: str
+    node_axis: int
+
+
 class SpectralMethod(Method):
-    """Spectral parameter coordination: trains the target parameters themselves,
-    with a spectral gradient filter and/or a Dirichlet regularizer on the update."""
+    """Spectral parameter coordination: trains the target parameters themselves, with a
+    spectral filter and/or the Dirichlet energy of the update, on the gradient or on
+    the base optimizer's update (``where``)."""
 
     name = "spectral"
     config_class = SpectralConfig
     adds_parameters = False
     identity_at_init = True
+    config: SpectralConfig
 
     def __init__(self, config: SpectralConfig) -> None:
         super().__init__(config)
         _validate_config(config)
+        self._targets: list[Target] = []
         self._bases: dict[str, SpectralBasis] = {}
         self._theta0: dict[str, torch.Tensor] = {}
-        self._parts: tuple[list[Any], list[Any], list[Any]] | None = None
+        self._parts: dict[str, list[Any]] | None = None
 
     def validate(self, targets: dict[str, nn.Module]) -> None:
         for module_name, module in targets.items():
-            own = dict(module.named_parameters())
-            for name in self.config.parameters:
-                if name not in own:
-                    raise ValueError(
-                        f"target module {module_name!r} has no parameter {name!r}; "
-                        f"its parameters: {sorted(own) or 'none'}"
-                    )
-                shape = tuple(own[name].shape)
+            for name, axis in _target_parameters(module, self.config.parameters, module_name):
+                param = module.get_parameter(name)
+                full = f"{module_name}.{name}" if module_name else name
+                shape = tuple(param.shape)
                 if len(shape) < 2:
                     raise ValueError(
-                        f"spectral coordinates the rows of a matrix; {module_name}.{name} has "
+                        f"spectral coordinates the output units of a matrix; {full} has "
                         f"shape {shape}"
                     )
-                if self.config.k >= shape[0]:
+                if self.config.k >= shape[axis]:
                     raise ValueError(
-                        f"k must be < the number of nodes (rows) of every target; "
-                        f"{module_name}.{name} has shape {shape} and k = {self.config.k}"
+                        f"k must be < the number of nodes (output units) of every target; "
+                        f"{full} has shape {shape}, {shape[axis]} nodes along axis {axis}, "
+                        f"and k = {self.config.k}"
                     )
 
     def apply(self, model: nn.Module, targets: dict[str, nn.Module]) -> None:
         self.validate(targets)
+        keep_theta0 = self.config.dirichlet_weight > 0 and self.config.where == "gradient"
+        chosen: list[tuple[Target, SpectralBasis]] = []
         for module_name, module in targets.items():
-            own = dict(module.named_parameters())
-            for name in self.config.parameters:
-                param = own[name]
+            for name, axis in _target_parameters(module, self.config.parameters, module_name):
                 full = f"{module_name}.{name}" if module_name else name
-                parent_name = module_name.rpartition(".")[0]
-                parent = model.get_submodule(parent_name) if module_name else model
-                features = _node_features(param, own, dict(parent.named_parameters()))
+                param = model.get_parameter(full)
+                features = _node_features(model, full, param, axis)
                 try:
                     basis = spectral_basis(features, self.config, _basis_dtype(param))
                 except ValueError as err:
                     raise ValueError(f"parameter graph of {full!r}: {err}") from err
-                self._bases[full] = basis
-                self._theta0[full] = param.detach().clone()
+                chosen.append((Target(full, axis), basis))
+        check_masks_commute(model, [target for target, _ in chosen])
+        for target, basis in chosen:
+            self._targets.append(target)
+            self._bases[target.name] = basis
+            if keep_theta0:
+                self._theta0[target.name] = model.get_parameter(target.name).detach().clone()
 
     def adapter_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        return {name: model.get_parameter(name) for name in self._bases}
+        return {t.name: model.get_parameter(t.name) for t in self._targets}
 
     def num_trainable_parameters(self, model: nn.Module) -> int:
-        """sum over targets of rows * columns (the target parameters themselves)."""
-        return sum(math.prod(model.get_parameter(name).shape) for name in self._bases)
+        """sum over targets of their entries (the target parameters themselves)."""
+        return sum(math.prod(model.get_parameter(t.name).shape) for t in self._targets)
 
     def plot(self, model: nn.Module, folder: Path) -> list[Path]:
-        """``spectral_spectrum.png``: the k lowest Laplacian eigenvalues of every
-        target parameter's graph, as built when the method was applied."""
+        """``spectral_spectrum.png``: the k lowest Laplacian eigenvalues of every target
+        parameter's graph as built at ``apply``, one panel per layer type (the name
+        without its layer index), one labelled line per layer."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        figure, axis = plt.subplots(figsize=(6, 3.5))
-        for basis in self._bases.values():
-            axis.plot(basis.values.cpu().numpy(), lw=0.8, alpha=0.6)
-        axis.set(xlabel="mode index", ylabel="Laplacian eigenvalue")
-        axis.set_title(f"spectral: k lowest modes of {len(self._bases)} parameter graphs")
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
+        figure = spectrum_figure({name: b.values.cpu() for name, b in self._bases.items()})
         path = Path(folder) / "spectral_spectrum.png"
         figure.savefig(path, dpi=120)
         plt.close(figure)
         return [path]
 
     def transforms(self, model: nn.Module) -> list[Any]:
-        return self._optimizer_parts(model)[0]
+        return self._optimizer_parts(model)["transforms"]
 
     def regularizers(self, model: nn.Module) -> list[Any]:
-        return self._optimizer_parts(model)[1]
+        return self._optimizer_parts(model)["regularizers"]
+
+    def update_transforms(self, model: nn.Module) -> list[Any]:
+        return self._optimizer_parts(model)["update_transforms"]
 
     def callbacks(self, model: nn.Module) -> list[Any]:
-        return self._optimizer_parts(model)[2]
+        return self._optimizer_parts(model)["callbacks"]
 
     def merge(self, model: nn.Module) -> None:
         """Nothing to fold: the target weights are trained in place."""
@@ -402,59 +215,194 @@ class SpectralMethod(Method):
         """Nothing to unfold (see ``merge``)."""
         self.merged = False
 
-    def _optimizer_parts(self, model: nn.Module) -> tuple[list[Any], list[Any], list[Any]]:
-        """Built once, so the refresh callback and the optimizer share one filter object."""
+    def _optimizer_parts(self, model: nn.Module) -> dict[str, list[Any]]:
+        """Built once, so the refresh callback and the optimizer share the same objects.
+        Checks again that every method's masks commute with the filter (a masking
+        method may have been applied after this one)."""
         if self._parts is None:
+            check_masks_commute(model, self._targets)
             config = self.config
-            names = list(self._bases)
-            params = [model.get_parameter(n) for n in names]
-            bases = [self._bases[n] for n in names]
-            transforms: list[Any] = []
+            params = [model.get_parameter(t.name) for t in self._targets]
+            bases = [self._bases[t.name] for t in self._targets]
+            axes = [t.node_axis for t in self._targets]
+            on_update = config.where == "update"
+            parts: dict[str, list[Any]] = {
+                "transforms": [],
+                "regularizers": [],
+                "update_transforms": [],
+                "callbacks": [],
+            }
+            spectral_filter = None
             if config.transform is not None:
                 response = graphopt.registry.get("response", config.response)(
                     **config.response_options
                 )
-                transforms.append(
-                    graphopt.registry.get("transform", config.transform)(
-                        params,
-                        bases,
-                        response=response,
-                        high_gain=config.high_gain,
-                        accumulate_gradients=config.features == "gradients",
-                    )
+                spectral_filter = graphopt.registry.get("transform", config.transform)(
+                    params,
+                    bases,
+                    response=response,
+                    high_gain=config.high_gain,
+                    accumulate_gradients=config.features == "gradients",
+                    node_axes=axes,
                 )
-            regularizers: list[Any] = []
-            if config.dirichlet_weight > 0:
-                theta0 = [self._theta0[n] for n in names]
-                regularizers.append(
-                    DirichletRegularizer(params, bases, theta0, config.dirichlet_weight)
+                parts["update_transforms" if on_update else "transforms"].append(spectral_filter)
+            dirichlet: list[Any] = []
+            if config.dirichlet_weight > 0 and on_update:
+                dirichlet.append(DirichletProximal(params, bases, config.dirichlet_weight, axes))
+                parts["update_transforms"] += dirichlet
+            elif config.dirichlet_weight > 0:
+                theta0 = [self._theta0[t.name] for t in self._targets]
+                dirichlet.append(
+                    DirichletRegularizer(params, bases, theta0, config.dirichlet_weight, axes)
                 )
-            callbacks: list[Any] = []
+                parts["regularizers"] += dirichlet
             if config.features == "gradients":
-                reg = regularizers[0] if regularizers else None
-                callbacks.append(BasisRefresh(transforms[0], reg, config))
-            self._parts = (transforms, regularizers, callbacks)
+                parts["callbacks"].append(BasisRefresh(spectral_filter, dirichlet, config))
+            self._parts = parts
         return self._parts
 
 
-def _node_features(
-    param: torch.Tensor, own: dict[str, torch.Tensor], parents: dict[str, torch.Tensor]
-) -> torch.Tensor:
-    """The rows the graph is built on: ``param``'s own or, when they are all zero (a
-    zero-initialised adapter factor such as LoRA's B), the rows of the first non-zero
-    parameter with the same number of rows in the target module, then in its parent
-    (for LoRA's B: the frozen base weight, whose rows are the same output units)."""
-    if bool(param.detach().any()):
-        return param
-    for other in [*own.values(), *parents.values()]:
-        same_rows = other is not param and other.ndim >= 2 and other.shape[0] == param.shape[0]
-        if same_rows and bool(other.detach().any()):
-            return other
+# -- targets and node features ----------------------------------------------------------------
+
+
+def _target_parameters(
+    module: nn.Module, names: list[str] | None, module_name: str
+) -> list[tuple[str, int]]:
+    """(parameter name relative to ``module``, node axis) of each coordinated parameter."""
+    if names is None:
+        factor = getattr(module, "output_factor", None)
+        names = [factor] if isinstance(factor, str) else ["weight"]
+    own = dict(module.named_parameters())
+    chosen = []
+    for name in names:
+        if name not in own:
+            raise ValueError(
+                f"target module {module_name!r} has no parameter {name!r}; "
+                f"its parameters: {sorted(own) or 'none'}"
+            )
+        owner = module.get_submodule(name.rpartition(".")[0])
+        is_weight = name.rpartition(".")[2] == "weight"
+        chosen.append((name, weight_node_axis(owner) if is_weight else 0))
+    return chosen
+
+
+def weight_node_axis(layer: nn.Module) -> int:
+    """The axis of ``layer.weight`` that indexes output units: 1 for a transformers
+    ``Conv1D`` (weight (in, out), y = x W + b), else 0 (``nn.Linear``: (out, in))."""
+    from transformers.pytorch_utils import Conv1D
+
+    return 1 if isinstance(layer, Conv1D) else 0
+
+
+def _node_features(model: nn.Module, name: str, param: torch.Tensor, axis: int) -> torch.Tensor:
+    """The rows the graph is built on, (n, m): ``param``'s own node matrix or, when it is
+    all zero (a zero-initialised adapter factor such as LoRA's B), the node matrix of
+    the frozen weight of the layer it adapts: the ``base_layer`` of the nearest
+    enclosing module that has one (graphopt's adapted layers and PEFT's LoRA layers
+    both keep it there), whose output units are the factor's nodes."""
+    rows = node_matrix(param.detach(), axis)
+    if bool(rows.any()):
+        return rows
+    for ancestor in _ancestors(model, name):
+        base = getattr(ancestor, "base_layer", None)
+        weight = getattr(base, "weight", None)
+        if isinstance(base, nn.Module) and isinstance(weight, torch.Tensor):
+            base_rows = node_matrix(weight.detach(), weight_node_axis(base))
+            if base_rows.shape[0] != rows.shape[0]:
+                raise ValueError(
+                    f"cannot build a parameter graph for {name!r}: it is all zero, and the "
+                    f"frozen layer it adapts has {base_rows.shape[0]} output units, not "
+                    f"{rows.shape[0]}"
+                )
+            return base_rows
     raise ValueError(
-        f"cannot build a parameter graph: the parameter of shape {tuple(param.shape)} is all "
-        "zero and neither its module nor the parent module has a non-zero parameter with "
-        "the same number of rows"
+        f"cannot build a parameter graph for {name!r} (shape {tuple(param.shape)}): it is "
+        "all zero and no enclosing module has a base_layer whose rows could stand in"
     )
+
+
+def _ancestors(model: nn.Module, name: str) -> Iterator[nn.Module]:
+    """The modules enclosing parameter ``name``, nearest first, the model last."""
+    parts = name.split(".")[:-1]
+    for depth in range(len(parts), -1, -1):
+        yield model.get_submodule(".".join(parts[:depth]))
+
+
+def _basis_dtype(param: torch.Tensor) -> torch.dtype:
+    """float64/float32 parameters keep their dtype; half precision ones get a float32 basis."""
+    return param.dtype if param.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def check_masks_commute(model: nn.Module, targets: list[Target]) -> None:
+    """Raise unless every mask a method of ``model`` puts on a target is constant along the
+    target's node axis (e.g. pca_ggm's masks of whole components, the columns of ``A``).
+
+    The filter and the Dirichlet terms mix entries along the node axis only, within
+    each column; such a mask therefore commutes with them, and the entries it freezes
+    stay exactly where they are whatever order the optimizer applies the two in."""
+    by_id = {id(model.get_parameter(t.name)): t for t in targets}
+    for method in methods_of(model):
+        for name, mask in method.parameter_masks(model).items():
+            param = model.get_parameter(name)
+            target = by_id.get(id(param))
+            if target is None:
+                continue
+            aligned = (1,) * (param.ndim - mask.ndim) + tuple(mask.shape)
+            if aligned[target.node_axis] != 1:
+                raise ValueError(
+                    f"method {method.name!r} masks {name!r} with a mask of shape "
+                    f"{tuple(mask.shape)} that varies along the node axis {target.node_axis} "
+                    "of spectral's graph; the filter would move entries that mask freezes"
+                )
+
+
+# -- the spectrum plot ------------------------------------------------------------------------
+
+_LAYER_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def layer_groups(names: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Parameter names grouped by layer type: ``{type: [(layer label, name)]}``.
+
+    The type is the name after its first numeric part (``layer.3.attention.self.query
+    .lora_B.weight`` -> ``attention.self.query.lora_B``, label ``layer 3``); a name
+    without one is its own type, labelled by itself."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for name in names:
+        match = _LAYER_INDEX.search(name)
+        if match is None:
+            kind, label = name.removesuffix(".weight"), name
+        else:
+            kind = name[match.end() :].removesuffix(".weight")
+            label = f"{name[: match.start()].rpartition('.')[2] or 'layer'} {match.group(1)}"
+        groups.setdefault(kind, []).append((label, name))
+    return groups
+
+
+def spectrum_figure(values: dict[str, torch.Tensor]) -> Any:
+    """The figure of ``SpectralMethod.plot``: one panel per layer type, one line per layer."""
+    import matplotlib.pyplot as plt
+
+    groups = layer_groups(list(values))
+    columns = min(3, len(groups))
+    rows = math.ceil(len(groups) / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4.2 * columns, 3.2 * rows), sharey=True, squeeze=False
+    )
+    for axis, (kind, members) in zip(axes.flat, groups.items(), strict=False):
+        for label, name in members:
+            axis.plot(values[name].numpy(), lw=1.0, label=label)
+        axis.set_title(kind, fontsize=9)
+        axis.set_xlabel("mode index")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, ncols=2)
+    for axis in axes[:, 0]:
+        axis.set_ylabel("Laplacian eigenvalue")
+    for axis in list(axes.flat)[len(groups) :]:
+        axis.set_visible(False)
+    figure.suptitle(f"spectral: k lowest modes of {len(values)} parameter graphs")
+    figure.tight_layout()
+    return figure
 
 
 def _validate_config(config: SpectralConfig) -> None:
@@ -476,12 +424,34 @@ def _validate_config(config: SpectralConfig) -> None:
         raise ValueError(
             f"features must be one of {', '.join(map(repr, FEATURES))}; got {config.features!r}"
         )
-    if not config.parameters or isinstance(config.parameters, str):
-        raise ValueError(f"parameters must be a non-empty list of names; got {config.parameters!r}")
+    if config.parameters is not None and (
+        not config.parameters
+        or isinstance(config.parameters, str)
+        or not all(isinstance(name, str) and name for name in config.parameters)
+    ):
+        raise ValueError(
+            f"parameters must be None or a non-empty list of names; got {config.parameters!r}"
+        )
+    if config.where not in PLACES:
+        raise ValueError(
+            f"where must be one of {', '.join(map(repr, PLACES))}; got {config.where!r}"
+        )
     check_int_in_range(config.k, "k", 1)
     check_int_in_range(config.refresh_every, "refresh_every", 1)
-    _check_gain(config.high_gain)
+    check_gain(config.high_gain)
     check_positive(config.dirichlet_weight, "dirichlet_weight", allow_zero=True)
+    if config.dirichlet_weight > 0 and config.laplacian == "random_walk":
+        raise ValueError(
+            "dirichlet_weight needs a symmetric Laplacian (tr(X^T L X) is a Dirichlet energy "
+            "and 2 L X its gradient only then); use laplacian='combinatorial' or 'symmetric'"
+        )
+    if config.where == "update" and config.transform is not None:
+        cls = registry.get("transform", config.transform)
+        if not callable(getattr(cls, "transform_update", None)):
+            raise ValueError(
+                f"where='update' needs a transform with transform_update; {config.transform!r} "
+                f"({getattr(cls, '__name__', cls)}) only filters gradients"
+            )
     if config.transform is None and config.dirichlet_weight == 0:
         raise ValueError(
             "spectral does nothing with transform=None and dirichlet_weight=0; set one of them"

@@ -269,7 +269,8 @@ def test_filter_on_lora_factors_uses_the_base_rows_and_the_closed_form() -> None
     torch.testing.assert_close(lora_a.detach(), start_a - LR * grad_a)
 
 
-def test_spectral_passes_the_method_conformance_matrix(tiny_bert_dir) -> None:
+@pytest.mark.parametrize("where", ["gradient", "update"])
+def test_spectral_passes_the_method_conformance_matrix(tiny_bert_dir, where) -> None:
     from transformers import AutoModelForSequenceClassification
 
     from graphopt.testing import check_method
@@ -278,15 +279,16 @@ def test_spectral_passes_the_method_conformance_matrix(tiny_bert_dir) -> None:
         "spectral",
         lambda: AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir),
         target_modules=["query", "value"],
-        config={"k": 4, "graph_options": {"k": 5}, "dirichlet_weight": 0.01},
+        config={"k": 4, "graph_options": {"k": 5}, "dirichlet_weight": 0.01, "where": where},
     )
     assert "save_load_round_trip" in report.passed
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA to detect host syncs")
-def test_filter_and_regularizer_step_does_not_synchronise_with_the_host() -> None:
+@pytest.mark.parametrize("where", ["gradient", "update"])
+def test_filter_and_dirichlet_step_does_not_synchronise_with_the_host(where) -> None:
     model = _model().float().cuda()
-    _apply(model, dirichlet_weight=0.1)
+    _apply(model, dirichlet_weight=0.1, where=where)
     opt = GraphOptimizer.for_model(model, lr=1e-3)
     x, y = (t.float().cuda() for t in _batch())
     for _ in range(2):  # the second step runs with the base state already built
