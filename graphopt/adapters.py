@@ -40,6 +40,7 @@ from graphopt.methods import (
     check_state_matches,
     extra_parameters,
     methods_of,
+    parameter_names,
 )
 from graphopt.patterns import check_patterns, name_matches
 from graphopt.peft import SavedAdapter, export_peft, is_peft_config, read_peft_lora
@@ -232,11 +233,14 @@ def attach(
 
 
 def _add_extra(model: nn.Module, params: Iterable[nn.Parameter]) -> None:
+    """Record each parameter with its canonical name (``extra_parameters`` finds it by
+    identity, or by that name once a wrapper such as FSDP2 replaced the object)."""
     known = list(getattr(model, EXTRA_ATTR, ()))
-    ids = {id(p) for p in known}
+    ids = {id(param) for _, param in known}
+    names = parameter_names(model)
     for param in params:
         if id(param) not in ids:
-            known.append(param)
+            known.append((names[id(param)], param))
             ids.add(id(param))
     object.__setattr__(model, EXTRA_ATTR, known)
 

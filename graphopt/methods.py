@@ -386,15 +386,28 @@ def parameter_names(model: nn.Module) -> dict[int, str]:
 
 
 def extra_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The parameters kept trainable besides the methods' own, by canonical name."""
+    """The parameters kept trainable besides the methods' own, by canonical name.
+
+    Each is found by identity, else by the name it had at ``apply`` (a wrapper that
+    swaps parameter objects, e.g. FSDP2's ``fully_shard``, keeps the names).
+    """
     extra = list(getattr(model, EXTRA_ATTR, ()))
     if not extra:
         return {}
     names = parameter_names(model)
-    missing = [tuple(p.shape) for p in extra if id(p) not in names]
+    by_name = dict(model.named_parameters(remove_duplicate=False))
+    found: dict[str, nn.Parameter] = {}
+    missing = []
+    for name, param in extra:
+        if id(param) in names:
+            found[names[id(param)]] = param
+        elif name in by_name:
+            found[name] = by_name[name]
+        else:
+            missing.append(name)
     if missing:
         raise ValueError(
-            f"{len(missing)} trainable_extra parameter(s) (shapes {missing[:3]}) are no longer "
-            "in the model; was a module replaced after graphopt.apply?"
+            f"{len(missing)} trainable_extra parameter(s) ({missing[:3]}) are no longer in "
+            "the model; was a module replaced after graphopt.apply?"
         )
-    return {names[id(p)]: p for p in extra}
+    return found

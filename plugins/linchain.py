@@ -188,4 +188,3 @@ class LinChain(WrappingMethod):
             chain = n * (r * r + (r if layer.chain_bias else 0))  # type: ignore[attr-defined]
             total += r * (layer.in_features + layer.out_features) + chain
         return total
-

@@ -217,10 +217,10 @@ class SpectralMethod(Method):
 
     def _optimizer_parts(self, model: nn.Module) -> dict[str, list[Any]]:
         """Built once, so the refresh callback and the optimizer share the same objects.
-        Checks again that every method's masks commute with the filter (a masking
-        method may have been applied after this one)."""
+        Checks again, on every call, that every method's masks commute with the filter
+        (a masking method may have been applied after this one)."""
+        check_masks_commute(model, self._targets)
         if self._parts is None:
-            check_masks_commute(model, self._targets)
             config = self.config
             params = [model.get_parameter(t.name) for t in self._targets]
             bases = [self._bases[t.name] for t in self._targets]

@@ -93,7 +93,10 @@ def test_no_match_names_target_modules_and_lists_linear_candidates():
 def test_non_linear_target_is_a_clear_error_and_model_unchanged():
     model = tiny_bert()
     before = snapshot(model)
-    with pytest.raises(ValueError, match=r"adapts nn\.Linear / Conv1D layers; .*LayerNorm' is a torch\.nn\..*LayerNorm"):
+    with pytest.raises(
+        ValueError,
+        match=r"adapts nn\.Linear / Conv1D layers; .*LayerNorm' is a torch\.nn\..*LayerNorm",
+    ):
         graphopt.apply(model, "lora", target_modules=["attention.output.LayerNorm"])
     assert_unchanged(model, before)
 
