@@ -58,6 +58,7 @@ from graphopt.integrations.transformers import (
     last_intact_checkpoint,
 )
 from graphopt.io import atomic_directory, atomic_write_json
+from graphopt.threads import set_threads
 
 KEEP_CHECKPOINTS = 2
 """Checkpoints kept in ``OUTPUT/checkpoints`` (the newest ones)."""
@@ -263,8 +264,8 @@ def finetune(
     device = resolve_device(config.device)
     check_device(config, device)
     check_methods(config)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
+    if config.threads is not None:  # torch, BLAS and OpenMP alike (graphopt.threads)
+        set_threads(config.threads)
     if not progress:
         hf_logging.disable_progress_bar()
     prepared = prepare(config)
