@@ -39,6 +39,7 @@ the hours ``plan`` prints) and ``full`` (every method in every setting; what
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -204,8 +205,11 @@ def chosen_lrs(rows: list[dict], setting: str = "lr") -> dict[str, float]:
     return {label: -max(values)[1] for label, values in scores.items()}
 
 
-def stage_runs(stage: str, budget: Budget, rows: list[dict]) -> list[Run]:
-    """The runs of ``stage`` (needs the ``lr`` stage's rows for the chosen rates)."""
+def stage_runs(
+    stage: str, budget: Budget, rows: list[dict], fixed_lr: bool = False
+) -> list[Run]:
+    """The runs of ``stage`` (needs the ``lr`` stage's rows for the chosen rates, unless
+    ``fixed_lr``: every method at its family's second grid rate, untuned)."""
 
     def methods(setting: str) -> list[str]:
         return list(METHODS) if budget.methods is None else budget.methods[setting]
@@ -231,7 +235,7 @@ def stage_runs(stage: str, budget: Budget, rows: list[dict]) -> list[Run]:
                 for lr in LR_GRIDS[family(label)]
             ]
         return runs
-    lrs = chosen_lrs(rows)
+    lrs = {k: LR_GRIDS[family(k)][1] for k in METHODS} if fixed_lr else chosen_lrs(rows)
     converged_lrs = chosen_lrs(rows, "lr-converged") if budget.lr_on_converged else lrs
     missing = sorted(set(METHODS) - set(lrs))
     if missing:
@@ -526,6 +530,14 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the results")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (passed to the job)")
     parser.add_argument("--only", nargs="+", choices=list(METHODS), help="method labels")
+    parser.add_argument("--shots", nargs="+", type=int, help="few-shot: only these settings")
+    parser.add_argument("--seeds", nargs="+", type=int, help="only these seeds")
+    parser.add_argument(
+        "--fixed-lr",
+        action="store_true",
+        help="skip the lr stage: every method at its family's second grid rate (untuned; "
+        "rows keyed apart from tuned ones)",
+    )
     parser.add_argument(
         "--step-seconds",
         type=float,
@@ -568,9 +580,16 @@ def main() -> None:
         print(f"{'total':10s}       ~{total / 3600:.1f} h (with --jobs {args.jobs}; {basis})")
         return
     done = {r["key"] for r in rows if "error" not in r}
-    runs = [r for r in stage_runs(args.stage, BUDGETS[args.budget], rows) if r.key not in done]
+    runs = stage_runs(args.stage, BUDGETS[args.budget], rows, args.fixed_lr)
+    if args.fixed_lr:
+        runs = [dataclasses.replace(r, setting=f"{r.setting}-fixed-lr") for r in runs]
+    runs = [r for r in runs if r.key not in done]
     if args.only:
         runs = [r for r in runs if r.label in args.only]
+    if args.shots:
+        runs = [r for r in runs if r.few_shot in args.shots]
+    if args.seeds:
+        runs = [r for r in runs if r.seed in args.seeds]
     job = Job(device=args.device).discover()
     print(f"{len(runs)} runs; job flags: eval-every {'--eval-every' in job.flags}", flush=True)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -71,6 +71,7 @@ def test_method_spec_parses_names_options_and_mappings():
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"nonsense": 1}, r"unknown config option\(s\) \['nonsense'\]"),
         ({"methods": ["full", "lora"]}, "cannot be combined"),
+        ({"methods": ["lora", "head"]}, "method 'head' cannot be combined"),
         ({"dev_file": "x.csv"}, "need a train_file"),
         ({"lr": float("inf")}, "lr must be a finite number"),
         ({"lr": float("nan")}, "lr must be a finite number"),
@@ -281,3 +282,23 @@ def test_saved_merged_model_is_a_plain_transformers_model_with_the_adapted_outpu
             merged(input_ids=ids).logits, adapted.model.eval()(input_ids=ids).logits,
             rtol=1e-5, atol=1e-5,
         )  # fmt: skip
+
+
+def test_head_only_trains_the_head_alone_and_saves_it(tmp_path, tiny_bert_dir, topic_csv):
+    """The head-only baseline: only the head trains (``model.safetensors`` holds exactly
+    its tensors, moved from their initial values), and they reload to the reported
+    test metrics."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = tiny_config(tiny_bert_dir, topic_csv, tmp_path / "run", methods=["head"])
+    results = finetune(config, progress=False)
+    saved = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert sorted(saved) == ["classifier.bias", "classifier.weight"]
+    assert results["trainable_parameters"] == sum(t.numel() for t in saved.values())
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3)
+    assert not torch.equal(saved["classifier.weight"], base.classifier.weight)
+    assert evaluate_saved(tmp_path / "run", device="cpu", progress=False) == pytest.approx(
+        results["test"]
+    )
+    with pytest.raises(ValueError, match="method 'head' takes no options"):
+        finetune(tiny_config(tiny_bert_dir, topic_csv, tmp_path / "b", methods=["head:r=2"]))

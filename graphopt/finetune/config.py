@@ -30,6 +30,10 @@ CAUSAL_LM = "causal-lm"
 TASKS = (CLASSIFICATION, CAUSAL_LM)
 FULL_FINETUNING = "full"
 """Method name meaning: no adapter, every parameter trains."""
+HEAD_ONLY = "head"
+"""Method name meaning: no adapter, only the task head trains (on frozen features)."""
+MODEL_MODES = (FULL_FINETUNING, HEAD_ONLY)
+"""Method names that train the model's own parameters (no graphopt method applied)."""
 
 
 @dataclass
@@ -204,10 +208,13 @@ class FinetuneConfig:
         ):
             raise ValueError(f"report_to must be a list of names; got {self.report_to!r}")
         if not self.methods:
-            raise ValueError(f"methods must name at least one method (or {FULL_FINETUNING!r})")
+            raise ValueError(
+                f"methods must name at least one method (or {FULL_FINETUNING!r}, {HEAD_ONLY!r})"
+            )
         names = [m.name for m in self.methods]
-        if FULL_FINETUNING in names and len(names) > 1:
-            raise ValueError(f"method {FULL_FINETUNING!r} cannot be combined with {names}")
+        for mode in MODEL_MODES:
+            if mode in names and len(names) > 1:
+                raise ValueError(f"method {mode!r} cannot be combined with {names}")
         if (self.dev_file or self.test_file) and not self.train_file:
             raise ValueError("dev_file/test_file need a train_file as well")
         if self.task is not None:
@@ -218,7 +225,7 @@ class FinetuneConfig:
         import graphopt
 
         for spec in self.methods:
-            if spec.name != FULL_FINETUNING:
+            if spec.name not in MODEL_MODES:
                 graphopt.registry.entry("method", spec.name)
 
     def check_task(self, task: str) -> None:
@@ -242,6 +249,12 @@ class FinetuneConfig:
     @property
     def is_full_finetuning(self) -> bool:
         return [m.name for m in self.methods] == [FULL_FINETUNING]
+
+    @property
+    def without_methods(self) -> bool:
+        """Full fine-tuning or head-only: the model's own parameters train, and are saved
+        as ``model.safetensors`` (no adapter)."""
+        return [m.name for m in self.methods] in ([mode] for mode in MODEL_MODES)
 
     def default_output_dir(self, now: datetime.datetime | None = None) -> str:
         """``runs/<methods>-<YYYYmmdd-HHMMSS>``: every run its own folder by default."""

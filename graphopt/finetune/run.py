@@ -37,7 +37,7 @@ from graphopt.finetune.callbacks import (
     StepTimer,
     StopOnSignal,
 )
-from graphopt.finetune.config import CAUSAL_LM, FinetuneConfig
+from graphopt.finetune.config import CAUSAL_LM, HEAD_ONLY, FinetuneConfig
 from graphopt.finetune.model import default_target_modules, head_modules, load_model, model_task
 from graphopt.finetune.tasks import (
     LmCollator,
@@ -114,7 +114,9 @@ def check_methods(config: FinetuneConfig) -> None:
     load (a typo costs nothing)."""
     from graphopt.adapters import method_class
 
-    if config.is_full_finetuning:
+    if config.without_methods:
+        if config.methods[0].config:
+            raise ValueError(f"method {config.methods[0].name!r} takes no options")
         return
     for spec in config.methods:
         cls = method_class(spec.name)
@@ -148,18 +150,24 @@ def prepare(config: FinetuneConfig) -> Prepared:
 
 
 def apply_methods(model: nn.Module, config: FinetuneConfig) -> None:
-    """Apply the configured methods in order; full fine-tuning trains everything.
+    """Apply the configured methods in order; full fine-tuning trains everything, head-only
+    the task head alone.
 
     A method stacked on an adapter (e.g. ``lora`` then ``spectral``) targets, unless
     its config names ``target_modules``, each adapted layer's ``output_factor`` (the
     adapter tensor whose rows are the layer's output units, e.g. ``lora_B.weight``).
     """
-    if config.is_full_finetuning:
+    heads = head_modules(model)
+    if config.without_methods:
+        head_only = not config.is_full_finetuning
+        if head_only and not heads:
+            raise ValueError(f"method {HEAD_ONLY!r} needs a task head; the model has none")
         for parameter in model.parameters():
-            parameter.requires_grad_(True)
+            parameter.requires_grad_(not head_only)
+        for name in heads if head_only else ():
+            model.get_submodule(name).requires_grad_(True)
         return
     targets = config.target_modules or default_target_modules(model)
-    heads = head_modules(model)
     for spec in config.methods:
         options = dict(spec.config)
         options.setdefault("target_modules", stacked_targets(model, targets, options))
@@ -389,7 +397,7 @@ def finish(
     }
     if not trainer.is_world_process_zero():
         return {}
-    save_model_state(model, output, config.is_full_finetuning)
+    save_model_state(model, output, config.without_methods)
     results: dict[str, Any] = {
         "task": prepared.task,
         "methods": [m.name for m in config.methods],
@@ -410,7 +418,7 @@ def finish(
         )
         results["samples"] = generate_samples(model, prepared.tokenizer, prompts)
     outputs = {
-        "adapter": str(output / ("model.safetensors" if config.is_full_finetuning else "adapter")),
+        "adapter": str(output / ("model.safetensors" if config.without_methods else "adapter")),
         "checkpoints": str(rundir.checkpoints_dir(output)),
         "metrics": str(output / "metrics.jsonl"),
         "results": str(output / "results.json"),
@@ -421,7 +429,7 @@ def finish(
         outputs["plots"] = [str(p) for p in plot_run(model, output)]
     if config.save_merged:  # last: the model is the plain architecture afterwards
         merged = output / "merged"
-        if not config.is_full_finetuning:
+        if not config.without_methods:
             graphopt.merge_and_unload(model)
         with atomic_directory(merged) as folder:
             model.save_pretrained(folder)
@@ -433,7 +441,8 @@ def finish(
 
 
 def save_model_state(model: nn.Module, folder: Path, full_finetuning: bool) -> None:
-    """The trained tensors: the adapter, or every trainable tensor in full fine-tuning."""
+    """The trained tensors: the adapter, or every trainable tensor (``full_finetuning``:
+    full fine-tuning or head-only)."""
     from safetensors.torch import save_file
 
     from graphopt.io import atomic_write
@@ -471,7 +480,7 @@ def trainable_count(model: nn.Module, config: FinetuneConfig) -> int:
     """Entries that train: the methods' (masks honoured) and the head's."""
     from graphopt.adapters import count_trainable
 
-    if config.is_full_finetuning or not graphopt.methods_of(model):
+    if config.without_methods or not graphopt.methods_of(model):
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
     return count_trainable(model)
 
@@ -500,7 +509,7 @@ def evaluate_saved(
         )
     torch_device = resolve_device(device)
     prepared = prepare(config)
-    load_model_state(prepared.model, output, config.is_full_finetuning)
+    load_model_state(prepared.model, output, config.without_methods)
     args = training_arguments(config, output, torch_device, progress)
     trainer = _trainer(prepared, args, [])
     return evaluation(trainer, getattr(prepared, split), split)
