@@ -205,9 +205,7 @@ def chosen_lrs(rows: list[dict], setting: str = "lr") -> dict[str, float]:
     return {label: -max(values)[1] for label, values in scores.items()}
 
 
-def stage_runs(
-    stage: str, budget: Budget, rows: list[dict], fixed_lr: bool = False
-) -> list[Run]:
+def stage_runs(stage: str, budget: Budget, rows: list[dict], fixed_lr: bool = False) -> list[Run]:
     """The runs of ``stage`` (needs the ``lr`` stage's rows for the chosen rates, unless
     ``fixed_lr``: every method at its family's second grid rate, untuned)."""
 

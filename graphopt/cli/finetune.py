@@ -96,8 +96,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="NAME[:key=value,...]",
         help="a registered method with options (YAML values; repeat to stack, e.g. --method "
-        "lora --method spectral); 'full' trains every parameter, 'head' the task head alone on frozen features "
-        "(default: linchain:r=8)",
+        "lora --method spectral); 'full' trains every parameter, 'head' the task head "
+        "alone on frozen features (default: linchain:r=8)",
     )
     targets = method.add_mutually_exclusive_group()
     targets.add_argument(
