@@ -115,19 +115,22 @@ def main() -> None:
     parser.add_argument("--options", nargs="+", choices=list(OPTIONS), default=TABLE_OPTIONS)
     parser.add_argument("--scale", action="store_true", help="the scale-invariance table")
     parser.add_argument("--add", action="store_true", help="merge into the saved results")
+    parser.add_argument("--machine-note", help="appended to the machine line (e.g. its load)")
     args = parser.parse_args()
     command = "  ".join([".venv/bin/python benchmarks/ggm_families.py", *sys.argv[1:]])
     name = "ggm_scale" if args.scale else "ggm_families"
     rows = scale_rows(args) if args.scale else family_rows(args)
     commands = [command]
+    host = machine() + (f", {args.machine_note}" if args.machine_note else "")
     if args.add and (RESULTS / f"{name}.json").exists():
         saved = json.loads((RESULTS / f"{name}.json").read_text())
         keys = ("family", "p", "lam", "c")
         fresh = {tuple(r.get(k) for k in keys) for r in rows}
         kept = [r for r in saved["rows"] if tuple(r.get(k) for k in keys) not in fresh]
         rows, commands = kept + rows, saved["commands"] + commands
+        host = host if args.machine_note else saved["machine"]
     rows.sort(key=lambda r: (r["family"], r["p"], -r["lam"], r.get("c", 0)))
-    payload = {"commands": commands, "machine": machine(), "rows": rows}
+    payload = {"commands": commands, "machine": host, "rows": rows}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(
         "\n".join(scale_table(payload) if args.scale else family_table(payload)) + "\n"
@@ -168,7 +171,8 @@ def scale_table(payload: dict[str, Any]) -> list[str]:
         "",
         "Reproduce: " + ", then ".join(f"`{c}`" for c in payload["commands"]),
         "",
-        "graphopt (solver 'auto') on c S with lam c; 'difference': max |c Omega_c - "
+        f"Machine: {payload['machine']}. graphopt (solver 'auto') on c S with lam c, "
+        "one solve each in the main process; 'difference': max |c Omega_c - "
         "Omega_1| / max |Omega_1|.",
         "",
         "| problem | p | lam | c | seconds | iterations | converged | duality gap | difference |",

@@ -84,6 +84,7 @@ def main() -> None:
         help="put these results into the saved ones, keeping the other rows, options and groups",
     )
     parser.add_argument("--options", nargs="+", choices=OPTIONS, default=list(OPTIONS))
+    parser.add_argument("--machine-note", help="appended to the machine line (e.g. its load)")
     args = parser.parse_args()
     sizes = args.sizes or ([100, 200, 500] if args.quick else [100, 200, 500, 1000, 2000])
     cap = args.cap or (120.0 if args.quick else 300.0)
@@ -103,6 +104,7 @@ def main() -> None:
             print(p, name, {k: v for k, v in row[name].items() if k != "trace"}, flush=True)
         rows.append(row)
     commands = ["  ".join([".venv/bin/python benchmarks/ggm_l1.py", *sys.argv[1:]])]
+    host = machine() + (f", {args.machine_note}" if args.machine_note else "")
     if args.add:
         saved = json.loads((RESULTS / "ggm_l1.json").read_text())
         merged = {r["p"]: r for r in saved["l1"]}
@@ -110,15 +112,17 @@ def main() -> None:
             merged[row["p"]] = {**merged.get(row["p"], {}), **row}
         rows = [merged[p] for p in sorted(merged)]
         groups, commands = saved["group_lasso"], saved["commands"] + commands
+        host = host if args.machine_note else saved["machine"]
     else:
         groups = group_table([10, 20, 30] if args.quick else [10, 20, 30, 50, 80], cap)
         print(groups, flush=True)
-    write(rows, groups, commands)
+    write(rows, groups, commands, host)
 
 
-def write(rows: list[dict[str, Any]], groups: list[dict[str, Any]], commands: list[str]) -> None:
+def write(
+    rows: list[dict[str, Any]], groups: list[dict[str, Any]], commands: list[str], host: str
+) -> None:
     RESULTS.mkdir(exist_ok=True)
-    host = machine()
     payload = {"commands": commands, "machine": host, "lam": LAM, "l1": rows, "group_lasso": groups}
     (RESULTS / "ggm_l1.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [

@@ -312,6 +312,9 @@ def row_lines(rows: list[dict[str, Any]], options: tuple[str, ...]) -> list[str]
         head = f"| {row['family']} | {row['p']} | {row['lam']:g} |"
         for name in options:
             if name not in row:
+                lines.append(
+                    f"{head} {name} | | - | not run in this row (see the commands) | | | |"
+                )
                 continue
             v = row[name]
             threads = v.get("threads") or "all"
@@ -344,7 +347,10 @@ def plot_rows(rows: list[dict[str, Any]], options: tuple[str, ...], paths: list[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if r.get("graphopt", {}).get("trace")]
+    def finished(row: dict[str, Any]) -> bool:  # else the best is graphopt's own last iterate
+        return any("objective" in row.get(name, {}) for name in options)
+
+    rows = [r for r in rows if r.get("graphopt", {}).get("trace") and finished(r)]
     if not rows:
         return
     columns = min(3, len(rows))
