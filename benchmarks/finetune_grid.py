@@ -402,6 +402,30 @@ def summarise(rows: list[dict]) -> list[dict]:
     return table
 
 
+def stacking_effects(rows: list[dict]) -> list[dict[str, Any]]:
+    """Per setting, each ``<adapter>+spectral...`` label against ``<adapter>`` alone: the
+    mean and 95% t-interval of the per-seed test accuracy differences (paired: a seed
+    fixes the examples drawn and the initial factors)."""
+    effects = []
+    for setting in sorted({r["setting"] for r in rows}):
+        scores: dict[str, dict[int, float]] = {}
+        for r in rows:
+            if r["setting"] == setting and "accuracy" in r:
+                scores.setdefault(r["label"], {})[r["seed"]] = r["accuracy"]
+        for label, by_seed in scores.items():
+            base = label.split("+")[0]
+            if "+spectral" not in label or base not in scores:
+                continue
+            seeds = sorted(set(by_seed) & set(scores[base]))
+            if len(seeds) >= 2:
+                differences = [by_seed[seed] - scores[base][seed] for seed in seeds]
+                effects.append(
+                    {"setting": setting, "stack": label, "base": base, "seeds": len(seeds),
+                     "difference": interval(differences)}
+                )  # fmt: skip
+    return effects
+
+
 def steps_to_target(rows: list[dict], setting: str = "converged") -> dict[str, int | None]:
     """First evaluated step at which a method's mean dev accuracy reaches 95% of LoRA's
     final mean dev accuracy (None: never within the budget)."""
@@ -431,17 +455,30 @@ def steps_to_target(rows: list[dict], setting: str = "converged") -> dict[str, i
 def write_report(folder: Path, rows: list[dict], meta: dict[str, Any]) -> None:
     table = summarise(rows)
     lrs = chosen_lrs(rows)
+    few_shot_length = BUDGETS[meta.get("budget", "cpu")].few_shot_max_length
     lines = [
         "# Fine-tuning quality grid: all-MiniLM-L6-v2 on BBC News (issue 20)",
         "",
         f"Reproduce: the stages in `benchmarks/finetune_grid.py` (budget `{meta.get('budget')}`),"
         " then `python benchmarks/finetune_grid.py report`.",
         "",
-        f"Learning rate per method: the best dev accuracy over its family's grid at seed 0, "
-        f"16 per class ({FEW_SHOT_STEPS} steps): "
-        + ", ".join(f"{k} {v:g}" for k, v in lrs.items())
-        + f". Head lr {HEAD_LR:g} (head-only: the tuned rate is the head's). Few-shot: "
-        f"{FEW_SHOT_STEPS} steps, max_length 128; converged: {EPOCHS} epochs, max_length 128. "
+        (
+            "Learning rate per method: the best dev accuracy over its family's grid at seed "
+            f"0, 16 per class ({FEW_SHOT_STEPS} steps): "
+            + ", ".join(f"{k} {v:g}" for k, v in lrs.items())
+            + ". "
+            if lrs
+            else ""
+        )
+        + (
+            "Settings ending in `-fixed-lr`: every method at its family's second grid rate, "
+            "untuned (`--fixed-lr`). "
+            if any(r["setting"].endswith("-fixed-lr") for r in rows)
+            else ""
+        )
+        + f"Head lr {HEAD_LR:g} (head-only: the tuned rate is the head's). Few-shot: "
+        f"{FEW_SHOT_STEPS} steps, max_length {few_shot_length}; converged: {EPOCHS} epochs, "
+        "max_length 128. "
         "Intervals: 95% t-intervals over seeds. Trainable parameters include the 5-way head "
         "(1,925).",
         "",
@@ -475,6 +512,28 @@ def write_report(folder: Path, rows: list[dict], meta: dict[str, Any]) -> None:
                 + ("head-only is inside LoRA's interval: this setting cannot rank adaptation "
                    "methods." if inside else "adaptation matters here.")
             )  # fmt: skip
+    stacked = stacking_effects(rows)
+    if stacked:
+        lines += [
+            "",
+            "## Spectral stacked on an adapter, paired by seed (same data, same draws)",
+            "",
+            "| setting | stack vs adapter | seeds | test accuracy difference | verdict |",
+            "|---|---|---|---|---|",
+        ]
+        for row in stacked:
+            mean, half = row["difference"]
+            verdict = (
+                "improves by more than the interval"
+                if mean - half > 0
+                else "worse by more than the interval"
+                if mean + half < 0
+                else "no difference beyond the interval"
+            )
+            lines.append(
+                f"| {row['setting']} | {row['stack']} vs {row['base']} | {row['seeds']} | "
+                f"{mean:+.4f} ± {half:.4f} | {verdict} |"
+            )
     reached = steps_to_target(rows)
     if reached:
         lines += ["", "## Steps to 95% of LoRA's final dev accuracy (converged setting)", ""]

@@ -221,7 +221,7 @@ BAD_INPUTS = [
     (np.eye(3), {"groups": [[(2, 2)]]}, "diagonal"),
     (np.eye(3), {"penalty": "scad"}, "penalty"),
     (np.eye(3), {"solver": "nosuch"}, "solver"),
-    (np.eye(3), {"rho": 2.0}, "no option 'rho'"),  # the default solver for l1: newton
+    (np.eye(3), {"solver": "newton", "rho": 2.0}, "no option 'rho'"),  # newton has no rho
     (np.eye(3), {"omega0": np.eye(2)}, "omega0"),
     (np.array([[1.0, 0.5], [0.5, 1.0]]), {"solver": "admm", "anderson": -1}, "anderson"),
     (np.array([[1.0, 0.5], [0.5, 1.0]]), {"solver": "admm", "anderson": 2.5}, "anderson"),
