@@ -52,3 +52,15 @@ def test_formulas_are_mathml_with_no_raw_tex_left(site):
     text = (site / "solvers" / "ggm.html").read_text(encoding="utf-8")
     assert text.count("<math") > 20
     assert 'class="arithmatex"' not in text and "\\(" not in text
+
+
+def test_no_heading_holds_a_formula():
+    """A heading's text also goes to the table of contents, where the MathML hook does not
+    reach: a formula there would show as raw TeX."""
+    headings = [
+        f"{page.relative_to(ROOT)}: {line}"
+        for page in sorted((ROOT / "docs").rglob("*.md"))
+        for line in page.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#") and "$" in line
+    ]
+    assert not headings, headings
