@@ -512,6 +512,8 @@ def write_report(folder: Path, rows: list[dict], meta: dict[str, Any]) -> None:
                 + ("head-only is inside LoRA's interval: this setting cannot rank adaptation "
                    "methods." if inside else "adaptation matters here.")
             )  # fmt: skip
+    if lines[-1] == "":
+        lines.append("No setting has both head-only and LoRA runs yet.")
     stacked = stacking_effects(rows)
     if stacked:
         lines += [
@@ -544,7 +546,10 @@ def write_report(folder: Path, rows: list[dict], meta: dict[str, Any]) -> None:
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
-    """Training loss and dev accuracy vs step (converged setting, mean over seeds)."""
+    """Training loss and dev accuracy vs step (converged setting, mean over seeds); no
+    file before the converged stage has run."""
+    if not any(r["setting"] == "converged" and "curve" in r for r in rows):
+        return
     import matplotlib
 
     matplotlib.use("Agg")
