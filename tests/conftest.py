@@ -6,6 +6,7 @@ import csv
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -117,18 +118,22 @@ def write_lm_jsonl(path: Path, kind: str = "text", rows: int = 30, seed: int = 0
     return path
 
 
-def tiny_bert() -> torch.nn.Module:
-    """A randomly initialised (seed 0) 2-layer BERT encoder with hidden size 32."""
+def tiny_bert(**options: Any) -> torch.nn.Module:
+    """A randomly initialised (seed 0) 2-layer BERT encoder with hidden size 32;
+    ``options`` override ``BertConfig`` fields (e.g. dropout off)."""
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        max_position_embeddings=16,
+        **{
+            "vocab_size": 64,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 48,
+            "max_position_embeddings": 16,
+            **options,
+        }
     )
     return BertModel(config)
 

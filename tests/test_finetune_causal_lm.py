@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import word_tokenizer, write_lm_jsonl
+from test_finetune import tiny_config
 
 from graphopt.finetune.config import FinetuneConfig
 from graphopt.finetune.run import finetune
@@ -16,22 +17,10 @@ from graphopt.finetune.tasks import IGNORE, LmCollator, LmRecords, encode_lm
 
 
 def lm_config(model_dir: Path, data: Path, output: Path, **overrides) -> FinetuneConfig:
-    values = {
-        "model": str(model_dir),
-        "train_file": str(data),
-        "methods": ["lora:r=2"],
-        "max_steps": 4,
-        "batch_size": 4,
-        "eval_batch_size": 8,
-        "max_length": 16,
-        "lr": 1e-2,
-        "checkpoint_every": 2,
-        "output_dir": str(output),
-        "device": "cpu",
-        "generate_samples": 2,
-    }
-    values.update(overrides)
-    return FinetuneConfig.build(values)
+    """``test_finetune.tiny_config`` for a causal LM: 4 steps, 2 generated samples."""
+    return tiny_config(
+        model_dir, data, output, **{"max_steps": 4, "generate_samples": 2, **overrides}
+    )
 
 
 def test_text_records_are_joined_with_eos_and_packed_into_blocks(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import tiny_bert
 from torch import nn
 
 import graphopt
@@ -98,20 +99,7 @@ def _pca_model() -> nn.Module:
     Bias nodes are off: a key bias has an exactly-zero gradient in exact arithmetic
     (softmax is shift-invariant), so Adam turns its rounding noise into full steps.
     """
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        max_position_embeddings=16,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    model = BertModel(config)
+    model = tiny_bert(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     with torch.no_grad():
         model.encoder.layer[1].attention.self.value.weight.mul_(10.0)
     graphopt.apply(model, "pca_ggm", target_modules=["query", "value"], **PCA_SETTINGS)
