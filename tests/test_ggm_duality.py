@@ -91,6 +91,31 @@ def test_dual_point_is_feasible():
             assert norm <= lam * structure.weights[g] * (1 + 1e-12)
 
 
+@pytest.mark.parametrize("groups", [None, "node"])
+def test_gap_shrinks_like_the_objective_error_near_the_optimum(groups):
+    """On the optimum's support (signs kept), a perturbation of size e raises f by
+    O(e^2); the aligned dual point's gap must shrink as e^2 too (the clipped point
+    alone: as e), and still bound the error from above."""
+    s = covariance(60, 10, 5)
+    lam = 0.1
+    structure = make_groups(groups, 10)
+    s_t = torch.from_numpy(s)
+    optimum = torch.as_tensor(solve(s, lam=lam, groups=groups, tol=1e-14).precision)
+    best = objective(optimum, s_t, structure, L1Penalty(), lam)
+    off_support = torch.eye(10, dtype=torch.bool) | (optimum != 0)
+    assert (~off_support).any() and (optimum != 0).sum() > 10  # a real support to stay on
+    noise = torch.randn(10, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    noise = torch.where(off_support, (noise + noise.T) * optimum.abs(), 0.0)  # no sign flips
+    gaps, errors = [], []
+    for size in (1e-3, 1e-4):
+        point = optimum + size * noise
+        errors.append(objective(point, s_t, structure, L1Penalty(), lam) - best)
+        gaps.append(duality_gap(point, s_t, structure, L1Penalty(), lam))
+        assert 0 < errors[-1] <= gaps[-1]
+    assert errors[0] / errors[1] == pytest.approx(100, rel=0.05)
+    assert gaps[0] / gaps[1] == pytest.approx(100, rel=0.05)
+
+
 def test_bcd_gap_bounds_its_coupled_objective_error():
     """Against cvxpy's optimum of min -log det X + tr(S X) + l0 ||X - D||^2 + lam |D|_off."""
     s = covariance(30, 6, 3)

@@ -18,8 +18,10 @@ every ``rho_every`` iterations since each change resets the acceleration.
 Stopping: the primal/dual residuals below tol (absolute x p plus relative;
 sqrt(tol) for convex penalties) AND, for convex penalties, the relative duality
 gap at Z (``duality``) below tol -- the residual test alone stops early at points
-whose objective is off in the 6th digit. (A convex penalty without a conjugate is
-certified by its relative stationarity residual instead, below ``kkt_tol``.) The
+whose objective is off in the 6th digit -- and its relative stationarity residual
+below ``kkt_tol``: the gap bounds f, not Omega (a gap of 1e-8 |f| can leave Omega
+1e-4 off, measured), and ADMM has no Newton step past the certificate to fix that.
+(A convex penalty without a conjugate is certified by the stationarity alone.) The
 certificate (two Cholesky factorizations and an inverse) is checked when the
 residual test first passes and then after as many iterations as the residuals'
 linear rate predicts it needs (1 to ``kkt_every``). For p < 1 ADMM is a
@@ -105,9 +107,9 @@ def admm(
     benchmark) for convex penalties, 1 otherwise. ``anderson`` is the
     acceleration memory (0 turns it off); default 5 for convex penalties, 0
     otherwise. ``kkt_tol``: the relative stationarity target of convex penalties
-    without a conjugate (default ``0.1 sqrt(tol)``). ``newton_switch``: the
-    fraction of sign changes below which the Newton polish is tried (0 turns it
-    off). ``mixed_precision``: float32 Omega-steps far from the optimum (float64
+    (default ``0.1 sqrt(tol)``; with a conjugate, the duality gap must hold too).
+    ``newton_switch``: the fraction of sign changes below which the Newton polish is
+    tried (0 turns it off). ``mixed_precision``: float32 Omega-steps far from the optimum (float64
     input only; see module doc).
     """
     p = s.shape[0]
@@ -135,7 +137,8 @@ def admm(
     certify = has_conjugate(penalty)
     # convex: the residual test only gates the certificate, which decides
     residual_tol = math.sqrt(tol) if convex else tol
-    target = tol if certify else (0.1 * math.sqrt(tol) if kkt_tol is None else kkt_tol)
+    kkt_target = 0.1 * math.sqrt(tol) if kkt_tol is None else kkt_tol
+    target = tol if certify else kkt_target
     history: dict[str, list[float]] = {
         "objective": [],
         "primal_residual": [],
@@ -170,7 +173,7 @@ def admm(
                 len(history["objective"]), {"objective": value, "primal": primal, "dual": dual}
             )
 
-    def record_newton(value: float, step_norm: float) -> None:
+    def record_newton(value: float, step_norm: float, _omega: torch.Tensor) -> None:
         # a Newton iterate is its own Z: primal residual 0, dual as ADMM's rho ||Z - Z_old||
         record(value, 0.0, rho * step_norm)
 
@@ -225,7 +228,9 @@ def admm(
                 converged = True
                 break
             if iteration >= next_check:
-                accuracy, found = _certificate(z, s, structure, penalty, lam, certify)
+                accuracy, found = _certificate(
+                    z, s, structure, penalty, lam, certify, tol / kkt_target
+                )
                 if accuracy <= target:
                     converged, checked = True, found
                     break
@@ -326,10 +331,13 @@ def _certificate(
     penalty: Penalty,
     lam: float,
     certify: bool,
+    kkt_weight: float,
 ) -> tuple[float, tuple[torch.Tensor, torch.Tensor, float]]:
-    """The relative duality gap at Z (``certify``; else its relative stationarity) with
-    Z's Cholesky factor, Z^-1 and the gap; inf (the rest meaningless) when Z is not
-    positive definite."""
+    """The accuracy at Z with Z's Cholesky factor, Z^-1 and the gap: ``certify``: the
+    larger of the relative duality gap and ``kkt_weight`` x the relative stationarity
+    (both must hold: module doc; the gap alone for a penalty without a derivative);
+    else the relative stationarity. inf (the rest
+    meaningless) when Z is not positive definite."""
     factor, info = torch.linalg.cholesky_ex(z)
     if int(info) != 0:
         return math.inf, (factor, factor, math.inf)
@@ -338,6 +346,11 @@ def _certificate(
     if not certify:
         kkt = kkt_residual(z, s, structure, penalty, lam, covariance)
         return stationarity(kkt, s), (factor, covariance, math.nan)
+    relative_kkt = (
+        stationarity(kkt_residual(z, s, structure, penalty, lam, covariance), s)
+        if has_derivative(penalty)
+        else 0.0
+    )
     gap = duality_gap(z, s, structure, penalty, lam, covariance=covariance, factor=factor)
     value = objective(z, s, structure, penalty, lam, factor)
-    return relative_gap(gap, value), (factor, covariance, gap)
+    return max(relative_gap(gap, value), kkt_weight * relative_kkt), (factor, covariance, gap)

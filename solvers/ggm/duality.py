@@ -10,10 +10,19 @@ is zero on the diagonal and on ungrouped pairs gives the lower bound
 (Fenchel-Young on -log det and on P; Banerjee, El Ghaoui & d'Aspremont 2008,
 Friedman, Hastie & Tibshirani 2008 for the l1 case, where the dual is
 max log det W s.t. |W_ij - S_ij| <= lam). At the optimum W = S + U* = Omega*^-1,
-so the dual point is built from W = Omega^-1: U_g = (W - S)_g scaled into
-||U_g|| <= lam w_g ``dual_radius``. The gap f(Omega) - D(U) >= f(Omega) - f* then
-bounds the objective error, and is zero exactly at the optimum. It is computed
-as a sum of non-negative terms,
+so two dual points are built from W = Omega^-1 and the better bound is kept:
+
+- clipped: U_g = (W - S)_g scaled into ||U_g|| <= lam w_g ``dual_radius``;
+- aligned (phi(t) = a t, the l1 / group lasso): U_g = lam w_g a Omega_g / ||Omega_g||
+  on the nonzero groups (their penalty terms below vanish), clipped on the zero ones.
+
+Near the optimum the clipped point's gap shrinks like the residual (the penalty
+terms of the nonzero groups are first order in W - S - U*), the aligned one's like
+the residual squared, as the objective error does (measured on the benchmark anchor
+at p = 1000: 3.5e-7 against 2e-13 for the same Newton iterate); far from it the aligned
+S + U can be indefinite, where the clipped point still bounds. The gap f(Omega) - D(U)
+>= f(Omega) - f* then bounds the objective error, and is zero exactly at the optimum.
+It is computed as a sum of non-negative terms,
 
     gap = [tr(W' Omega) - log det(W' Omega) - p] + sum_g 2 [lam w_g phi(||Omega_g||)
           - <U_g, Omega_g> + lam w_g phi*(||U_g|| / (lam w_g))],   W' = S + U,
@@ -33,7 +42,7 @@ import torch
 
 from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms, set_grouped
 from graphopt.solvers.ggm.objective import log_det
-from graphopt.solvers.ggm.penalties import L1Penalty, Penalty
+from graphopt.solvers.ggm.penalties import L1Penalty, Penalty, lasso_slope
 
 
 def dual_point(
@@ -42,22 +51,35 @@ def dual_point(
     structure: GroupStructure,
     penalty: Penalty,
     lam: float,
+    omega: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """U: W - S on the grouped entries, each group scaled into the dual feasible set
-    ||U_g|| <= lam w_g dual_radius; zero on the diagonal and on ungrouped pairs."""
+    ||U_g|| <= lam w_g dual_radius; zero on the diagonal and on ungrouped pairs. With
+    ``omega`` (phi(t) = a t only): the aligned point, lam w_g a Omega_g / ||Omega_g|| on
+    the groups where Omega is nonzero (module doc)."""
     g = covariance - s
     g = 0.5 * (g + g.T)
+    slope = lasso_slope(penalty) if omega is not None else None
     if structure.singleton and type(penalty) is L1Penalty:
-        return g.clamp(-lam, lam).fill_diagonal_(0.0)
+        u = g.clamp(-lam, lam)
+        if slope is not None:
+            u = torch.where(omega != 0, lam * omega.sign(), u)
+        return u.fill_diagonal_(0.0)
     rows, cols, index = _device_indices(structure, s.device)
     bound = (
         lam
         * penalty.dual_radius
         * torch.as_tensor(structure.weights, dtype=s.dtype, device=s.device)
     )
+    tiny = torch.finfo(s.dtype).tiny
     norms = group_norms(g, structure)
-    shrink = torch.where(norms > bound, bound / norms.clamp_min(torch.finfo(s.dtype).tiny), 1.0)
-    return set_grouped(torch.zeros_like(s), structure, g[rows, cols] * shrink[index])
+    shrink = torch.where(norms > bound, bound / norms.clamp_min(tiny), 1.0)
+    values = g[rows, cols] * shrink[index]
+    if slope is not None:
+        omega_norms = group_norms(omega, structure)
+        aligned = omega[rows, cols] * (bound / omega_norms.clamp_min(tiny))[index]
+        values = torch.where((omega_norms > 0)[index], aligned, values)
+    return set_grouped(torch.zeros_like(s), structure, values)
 
 
 def duality_gap(
@@ -84,7 +106,26 @@ def duality_gap(
     if covariance is None:
         covariance = torch.cholesky_inverse(factor)
         covariance = 0.5 * (covariance + covariance.T)
-    u = dual_point(covariance, s, structure, penalty, lam) if lam > 0 else torch.zeros_like(s)
+    if lam == 0:
+        return _gap_at(torch.zeros_like(s), omega, s, structure, penalty, lam, factor, coupling)
+    points = [dual_point(covariance, s, structure, penalty, lam)]
+    if lasso_slope(penalty) is not None:  # aligned with the penalized matrix's support
+        support = omega if coupling is None else coupling[1]
+        points.append(dual_point(covariance, s, structure, penalty, lam, support))
+    return min(_gap_at(u, omega, s, structure, penalty, lam, factor, coupling) for u in points)
+
+
+def _gap_at(
+    u: torch.Tensor,
+    omega: torch.Tensor,
+    s: torch.Tensor,
+    structure: GroupStructure,
+    penalty: Penalty,
+    lam: float,
+    factor: torch.Tensor,
+    coupling: tuple[float, torch.Tensor] | None,
+) -> float:
+    """f(Omega) - D(U) for one dual feasible U (+inf when S + U is not definite)."""
     w = s + u
     logdet_w = log_det(w)
     if logdet_w == -math.inf:

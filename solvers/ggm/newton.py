@@ -123,7 +123,7 @@ def proximal_newton(
     max_steps: int = 50,
     max_cg: int = 100,
     growth: float | None = GROWTH,
-    on_step: Callable[[float, float], None] | None = None,
+    on_step: Callable[[float, float, torch.Tensor], None] | None = None,
 ) -> Polish | None:
     """Proximal Newton steps on the (group) lasso problem with weight ``lam``
     (phi(t) = t) from a positive definite ``omega`` (module doc).
@@ -135,8 +135,8 @@ def proximal_newton(
     says whether the criterion held. None (no step taken) when ``omega`` is not
     positive definite or its relative stationarity exceeds ``max_start_stationarity``.
     ``growth``: how many violating zeros join the model's free set per orthant step
-    (``active_set.GROWTH``; None: all). ``on_step(objective, step_norm)`` is called
-    after every step. ``s`` and ``omega``: symmetric (p, p), same dtype and device.
+    (``active_set.GROWTH``; None: all). ``on_step(objective, step_norm, omega)`` is
+    called after every step. ``s`` and ``omega``: symmetric (p, p), same dtype and device.
     """
     if omega.shape != s.shape:
         raise ValueError(
@@ -202,7 +202,7 @@ def proximal_newton(
         polish.objectives.append(value)
         polish.step_norms.append(step_norm)
         if on_step is not None:
-            on_step(value, step_norm)
+            on_step(value, step_norm, omega)
         step += 1
 
 
@@ -472,7 +472,11 @@ def newton(
     history: dict[str, list[float]] = {"objective": [], "step_norm": [], "lam": []}
     stage_lam = weight
 
-    def record(value: float, step_norm: float) -> None:
+    def record(value: float, step_norm: float, omega: torch.Tensor) -> None:
+        """A step at the path's stage_lam; objectives are reported at lam (phi(t) = t:
+        f is linear in lam), so that history and progress describe one function."""
+        if stage_lam != weight:
+            value += (weight - stage_lam) * float(penalty_value(omega, structure, L1Penalty(), 1.0))
         history["objective"].append(value)
         history["step_norm"].append(step_norm)
         history["lam"].append(stage_lam / slope)
