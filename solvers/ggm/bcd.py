@@ -13,9 +13,17 @@ The reference code runs 100 gradient-ascent steps for the Omega-step; the
 closed form (one eigendecomposition) is exact. Reference values: lambda0 = 1000,
 tau = 20, p = 0.9, 50 sweeps, stop when max(||dOmega||_F, ||dDelta||_F) < 1e-6,
 start Omega = pinv(S + 1e-10 I). ``solve`` runs it on S with unit mean variance,
-so the stopping rule is relative to the scale of S, while lambda0, a parameter of
-the coupled problem with the units of S^2 (like tau, of S^p), keeps its meaning:
-``scaled_options`` tells ``solve`` to pass lambda0 / c^2.
+while lambda0, a parameter of the coupled problem with the units of S^2 (like tau,
+of S^p), keeps its meaning: ``scaled_options`` tells ``solve`` to pass lambda0 / c^2.
+
+Stopping, non-convex penalties: on the relative stationarity of the coupled problem,
+not on the change. After a sweep Delta minimizes F(Omega, .) and Omega minimized
+F(., Delta_old), so the gradient in Omega is 2 lambda0 (Delta_old - Delta) and the
+residual is 2 lambda0 ||dDelta||_F / ||S||_F <= tol (default 1e-6). The reference's
+change test is not a certificate: with the strong coupling of the [GGM] pipeline's
+log-score covariances (lambda0 / c^2 ~ 1e11 on the unit scale) every sweep moves
+Omega and Delta by ~1e-8 and it stopped after one sweep on the adapters benchmark's
+allocation (coupled objective 8.86e10, where 50 sweeps had reached 8.03e10).
 
 For convex penalties with a conjugate the coupled problem is convex and a sweep
 is certified by its duality gap (``duality``, with the coupling): BCD stops when
@@ -31,7 +39,7 @@ import torch
 from graphopt.solvers.ggm.admm import Progress
 from graphopt.solvers.ggm.duality import duality_gap, relative_gap
 from graphopt.solvers.ggm.groups import GroupStructure
-from graphopt.solvers.ggm.objective import log_det
+from graphopt.solvers.ggm.objective import log_det, stationarity
 from graphopt.solvers.ggm.omega_step import omega_step
 from graphopt.solvers.ggm.penalties import Penalty, group_prox, has_conjugate, penalty_value
 from graphopt.solvers.ggm.result import GGMResult, warn_not_converged
@@ -78,7 +86,7 @@ def bcd(
     """Run the coupled BCD on tensors; ``lam`` is the paper's tau. See module doc.
 
     ``tol``: the relative duality gap for convex penalties with a conjugate (default
-    1e-8), else the change max(||dOmega||_F, ||dDelta||_F) (default 1e-6, the reference).
+    1e-8), else the relative stationarity 2 lambda0 ||dDelta||_F / ||S||_F (default 1e-6).
     """
     lambda0 = check_positive(lambda0, "lambda0")
     max_iter = check_int_in_range(max_iter, "max_iter", 1)
@@ -91,13 +99,15 @@ def bcd(
     delta = group_prox(omega, structure, penalty, lam / (2.0 * lambda0))
     history: dict[str, list[float]] = {"objective": [], "primal_residual": [], "dual_residual": []}
     converged = False
-    change = accuracy = gap = math.inf
+    change = accuracy = gap = residual = math.inf
     iteration = 0
     for iteration in range(1, max_iter + 1):
         step = omega_step(2.0 * lambda0 * delta - s, 2.0 * lambda0)
         omega_new = step.omega
         delta_new = group_prox(omega_new, structure, penalty, lam / (2.0 * lambda0))
-        change = max(float((omega_new - omega).norm()), float((delta_new - delta).norm()))
+        delta_change = float((delta_new - delta).norm())
+        change = max(float((omega_new - omega).norm()), delta_change)
+        residual = stationarity(2.0 * lambda0 * delta_change, s)
         omega, delta = omega_new, delta_new
         value = coupled_objective(omega, delta, s, structure, penalty, lam, lambda0)
         history["objective"].append(value)
@@ -120,12 +130,12 @@ def bcd(
             )
             accuracy = relative_gap(gap, value)
         else:
-            accuracy = change
+            accuracy = residual
         if accuracy <= tol:
             converged = True
             break
     if not converged and warn:
-        criterion = "relative gap" if certify else "max(||dOmega||, ||dDelta||)"
+        criterion = "relative gap" if certify else "relative stationarity"
         warn_not_converged("bcd", max_iter, f"{criterion} = {accuracy:.2e}")
     return GGMResult(
         precision=omega,
@@ -138,6 +148,7 @@ def bcd(
         sparse_precision=delta,
         info={"lambda0": lambda0},
         duality_gap=gap if certify else None,
+        stationarity=None if certify else residual,
     )
 
 
