@@ -109,8 +109,8 @@ def admm(
     otherwise. ``kkt_tol``: the relative stationarity target of convex penalties
     (default ``0.1 sqrt(tol)``; with a conjugate, the duality gap must hold too).
     ``newton_switch``: the fraction of sign changes below which the Newton polish is
-    tried (0 turns it off). ``mixed_precision``: float32 Omega-steps far from the optimum (float64
-    input only; see module doc).
+    tried (0 turns it off). ``mixed_precision``: float32 Omega-steps far from the
+    optimum (float64 input only; see module doc).
     """
     p = s.shape[0]
     if omega0 is None:
@@ -336,8 +336,8 @@ def _certificate(
     """The accuracy at Z with Z's Cholesky factor, Z^-1 and the gap: ``certify``: the
     larger of the relative duality gap and ``kkt_weight`` x the relative stationarity
     (both must hold: module doc; the gap alone for a penalty without a derivative);
-    else the relative stationarity. inf (the rest
-    meaningless) when Z is not positive definite."""
+    else the relative stationarity. inf (the rest meaningless) when Z is not
+    positive definite."""
     factor, info = torch.linalg.cholesky_ex(z)
     if int(info) != 0:
         return math.inf, (factor, factor, math.inf)
