@@ -121,7 +121,7 @@ def main() -> None:
     name = "ggm_scale" if args.scale else "ggm_families"
     rows = scale_rows(args) if args.scale else family_rows(args)
     commands = [command]
-    host = machine() + (f", {args.machine_note}" if args.machine_note else "")
+    host = machine(args.machine_note)
     if args.add and (RESULTS / f"{name}.json").exists():
         saved = json.loads((RESULTS / f"{name}.json").read_text())
         keys = ("family", "p", "lam", "c")

@@ -104,7 +104,7 @@ def main() -> None:
             print(p, name, {k: v for k, v in row[name].items() if k != "trace"}, flush=True)
         rows.append(row)
     commands = ["  ".join([".venv/bin/python benchmarks/ggm_l1.py", *sys.argv[1:]])]
-    host = machine() + (f", {args.machine_note}" if args.machine_note else "")
+    host = machine(args.machine_note)
     if args.add:
         saved = json.loads((RESULTS / "ggm_l1.json").read_text())
         merged = {r["p"]: r for r in saved["l1"]}

@@ -286,10 +286,12 @@ def matched_time(trace: list[tuple[float, float]], target: float) -> float | Non
     return reached[0] if reached else None
 
 
-def machine() -> str:
+def machine(note: str | None = None) -> str:
+    """The machine line of a report, with ``note`` (e.g. its load) appended."""
     import platform
 
-    return f"{platform.processor() or platform.machine()}, {mp.cpu_count()} cores"
+    line = f"{platform.processor() or platform.machine()}, {mp.cpu_count()} cores"
+    return f"{line}, {note}" if note else line
 
 
 def row_lines(rows: list[dict[str, Any]], options: tuple[str, ...]) -> list[str]:

@@ -147,9 +147,7 @@ def admm(
     }
     converged = False
     accuracy = math.inf  # relative gap (or stationarity) at the last check
-    checked: tuple[torch.Tensor, torch.Tensor, float] | None = (
-        None  # at the stop: factor, Z^-1, gap
-    )
+    checked: Certificate | None = None  # at the stop: Z's factor, Z^-1, f, gap, KKT
     primal = dual = math.inf
     next_check = 0
     last_rho_change = 0
@@ -258,9 +256,7 @@ def admm(
         precision, factor, covariance = polish.omega, polish.factor, polish.covariance
         value, result_kkt, gap = polish.objective, polish.kkt, polish.gap
     elif checked is not None:  # stopped on the certificate at Z: its factorization is at hand
-        precision, (factor, covariance, found_gap) = z, checked
-        value = objective(precision, s, structure, penalty, lam, factor)
-        result_kkt = kkt_residual(precision, s, structure, penalty, lam, covariance)
+        precision, (factor, covariance, value, found_gap, result_kkt) = z, checked
         gap = found_gap if certify else None
     else:
         # converged: Z; stopped early: the positive definite iterate with the lowest objective
@@ -324,6 +320,11 @@ def _iterations_until(value: float, target: float, residuals: list[float], most:
     return min(most, max(1, math.ceil(math.log(target / value) / log_rate)))
 
 
+Certificate = tuple[torch.Tensor, torch.Tensor, float, float, float | None]
+"""Z's Cholesky factor, Z^-1, f(Z), the duality gap (nan without a conjugate) and the
+KKT residual (None for a penalty without a derivative)."""
+
+
 def _certificate(
     z: torch.Tensor,
     s: torch.Tensor,
@@ -332,25 +333,26 @@ def _certificate(
     lam: float,
     certify: bool,
     kkt_weight: float,
-) -> tuple[float, tuple[torch.Tensor, torch.Tensor, float]]:
-    """The accuracy at Z with Z's Cholesky factor, Z^-1 and the gap: ``certify``: the
+) -> tuple[float, Certificate | None]:
+    """The accuracy at Z and its ``Certificate`` (the stop reuses it): ``certify``: the
     larger of the relative duality gap and ``kkt_weight`` x the relative stationarity
     (both must hold: module doc; the gap alone for a penalty without a derivative);
-    else the relative stationarity. inf (the rest meaningless) when Z is not
-    positive definite."""
+    else the relative stationarity. inf (and no certificate) when Z is not positive
+    definite."""
     factor, info = torch.linalg.cholesky_ex(z)
     if int(info) != 0:
-        return math.inf, (factor, factor, math.inf)
+        return math.inf, None
     covariance = torch.cholesky_inverse(factor)
     covariance = 0.5 * (covariance + covariance.T)
-    if not certify:
-        kkt = kkt_residual(z, s, structure, penalty, lam, covariance)
-        return stationarity(kkt, s), (factor, covariance, math.nan)
-    relative_kkt = (
-        stationarity(kkt_residual(z, s, structure, penalty, lam, covariance), s)
-        if has_derivative(penalty)
-        else 0.0
-    )
-    gap = duality_gap(z, s, structure, penalty, lam, covariance=covariance, factor=factor)
     value = objective(z, s, structure, penalty, lam, factor)
-    return max(relative_gap(gap, value), kkt_weight * relative_kkt), (factor, covariance, gap)
+    kkt = (
+        kkt_residual(z, s, structure, penalty, lam, covariance)
+        if has_derivative(penalty) or not certify
+        else None
+    )
+    relative_kkt = 0.0 if kkt is None else stationarity(kkt, s)
+    if not certify:
+        return relative_kkt, (factor, covariance, value, math.nan, kkt)
+    gap = duality_gap(z, s, structure, penalty, lam, covariance=covariance, factor=factor)
+    accuracy = max(relative_gap(gap, value), kkt_weight * relative_kkt)
+    return accuracy, (factor, covariance, value, gap, kkt)

@@ -51,35 +51,46 @@ def dual_point(
     structure: GroupStructure,
     penalty: Penalty,
     lam: float,
-    omega: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """U: W - S on the grouped entries, each group scaled into the dual feasible set
-    ||U_g|| <= lam w_g dual_radius; zero on the diagonal and on ungrouped pairs. With
-    ``omega`` (phi(t) = a t only): the aligned point, lam w_g a Omega_g / ||Omega_g|| on
-    the groups where Omega is nonzero (module doc)."""
+    ||U_g|| <= lam w_g dual_radius; zero on the diagonal and on ungrouped pairs (the
+    clipped point of the module doc)."""
     g = covariance - s
     g = 0.5 * (g + g.T)
-    slope = lasso_slope(penalty) if omega is not None else None
     if structure.singleton and type(penalty) is L1Penalty:
-        u = g.clamp(-lam, lam)
-        if slope is not None:
-            u = torch.where(omega != 0, lam * omega.sign(), u)
-        return u.fill_diagonal_(0.0)
+        return g.clamp(-lam, lam).fill_diagonal_(0.0)
     rows, cols, index = _device_indices(structure, s.device)
-    bound = (
-        lam
-        * penalty.dual_radius
-        * torch.as_tensor(structure.weights, dtype=s.dtype, device=s.device)
-    )
-    tiny = torch.finfo(s.dtype).tiny
+    bound = _dual_bounds(structure, penalty, lam, s)
     norms = group_norms(g, structure)
-    shrink = torch.where(norms > bound, bound / norms.clamp_min(tiny), 1.0)
-    values = g[rows, cols] * shrink[index]
-    if slope is not None:
-        omega_norms = group_norms(omega, structure)
-        aligned = omega[rows, cols] * (bound / omega_norms.clamp_min(tiny))[index]
-        values = torch.where((omega_norms > 0)[index], aligned, values)
-    return set_grouped(torch.zeros_like(s), structure, values)
+    shrink = torch.where(norms > bound, bound / norms.clamp_min(torch.finfo(s.dtype).tiny), 1.0)
+    return set_grouped(torch.zeros_like(s), structure, g[rows, cols] * shrink[index])
+
+
+def aligned_dual_point(
+    clipped: torch.Tensor,
+    support: torch.Tensor,
+    structure: GroupStructure,
+    penalty: Penalty,
+    lam: float,
+) -> torch.Tensor:
+    """The clipped point with lam w_g dual_radius support_g / ||support_g|| on the groups
+    where ``support`` is nonzero (the aligned point of the module doc; phi(t) = a t)."""
+    if structure.singleton and type(penalty) is L1Penalty:
+        return torch.where(support != 0, lam * support.sign(), clipped).fill_diagonal_(0.0)
+    rows, cols, index = _device_indices(structure, clipped.device)
+    bound = _dual_bounds(structure, penalty, lam, clipped)
+    norms = group_norms(support, structure)
+    aligned = support[rows, cols] * (bound / norms.clamp_min(torch.finfo(norms.dtype).tiny))[index]
+    values = torch.where((norms > 0)[index], aligned, clipped[rows, cols])
+    return set_grouped(torch.zeros_like(clipped), structure, values)
+
+
+def _dual_bounds(
+    structure: GroupStructure, penalty: Penalty, lam: float, like: torch.Tensor
+) -> torch.Tensor:
+    """lam w_g dual_radius per group: the radii of the dual feasible set."""
+    weights = torch.as_tensor(structure.weights, dtype=like.dtype, device=like.device)
+    return lam * penalty.dual_radius * weights
 
 
 def duality_gap(
@@ -111,7 +122,7 @@ def duality_gap(
     points = [dual_point(covariance, s, structure, penalty, lam)]
     if lasso_slope(penalty) is not None:  # aligned with the penalized matrix's support
         support = omega if coupling is None else coupling[1]
-        points.append(dual_point(covariance, s, structure, penalty, lam, support))
+        points.append(aligned_dual_point(points[0], support, structure, penalty, lam))
     return min(_gap_at(u, omega, s, structure, penalty, lam, factor, coupling) for u in points)
 
 
