@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from gloo_workers import in_gloo_group
 from test_integration_transformers import classifier
 
 from graphopt.integrations.transformers import check_engine
@@ -32,32 +33,28 @@ def _train(model: torch.nn.Module, rank: int, world: int) -> None:
         optimizer.step()
 
 
-def _worker(rank: int, world: int, store: str, out: str, method: str) -> None:
+def _job(rank: int, world: int, out: str, method: str) -> None:
     from torch.distributed.fsdp import fully_shard
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    model = classifier(method, dropout=0.0)
+    for layer in model.bert.encoder.layer:
+        fully_shard(layer)
+    fully_shard(model)
     try:
-        torch.set_num_threads(1)
-        model = classifier(method, dropout=0.0)
-        for layer in model.bert.encoder.layer:
-            fully_shard(layer)
-        fully_shard(model)
-        try:
-            _train(model, rank, world)
-        except ValueError as err:
-            if rank == 0:
-                Path(out).write_text(f"ValueError: {err}")
-            return
-        state = {n: p.full_tensor() for n, p in model.named_parameters()}
+        _train(model, rank, world)
+    except ValueError as err:
         if rank == 0:
-            torch.save(state, out)
-    finally:
-        dist.destroy_process_group()
+            Path(out).write_text(f"ValueError: {err}")
+        return
+    state = {n: p.full_tensor() for n, p in model.named_parameters()}
+    if rank == 0:
+        torch.save(state, out)
 
 
 def _sharded(tmp_path: Path, method: str) -> Path:
     out = tmp_path / "fsdp.pt"
-    mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(out), method), nprocs=2, join=True)
+    store = str(tmp_path / "store")
+    mp.spawn(in_gloo_group, args=(2, store, _job, str(out), method), nprocs=2, join=True)
     return out
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import tiny_bert
+from gloo_workers import in_gloo_group
 from torch import nn
 
 import graphopt
@@ -61,23 +62,17 @@ def _train(model: nn.Module, inner: nn.Module, rank: int, world: int) -> None:
         opt.step()
 
 
-def _worker(rank: int, world: int, store: str, out: str) -> None:
-    # a file rendezvous: no TCP port to pick (and possibly lose to another process)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        inner = _model()
-        _train(nn.parallel.DistributedDataParallel(inner), inner, rank, world)
-        if rank == 0:
-            torch.save(inner.state_dict(), out)
-    finally:
-        dist.destroy_process_group()
+def _job(rank: int, world: int, out: str) -> None:
+    inner = _model()
+    _train(nn.parallel.DistributedDataParallel(inner), inner, rank, world)
+    if rank == 0:
+        torch.save(inner.state_dict(), out)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_two_process_ddp_equals_one_process_on_the_same_global_batch(tmp_path: Path) -> None:
     out = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True)
+    mp.spawn(in_gloo_group, args=(2, str(tmp_path / "store"), _job, str(out)), nprocs=2, join=True)
     ddp_state = torch.load(out, weights_only=True)
     single = _model()
     _train(single, single, rank=0, world=1)
@@ -118,21 +113,17 @@ def _pca_train(model: nn.Module, inner: nn.Module, rank: int, world: int) -> Non
         opt.step()
 
 
-def _pca_worker(rank: int, world: int, store: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        inner = _pca_model()  # the wrapper exists before the allocation changes anything
-        _pca_train(nn.parallel.DistributedDataParallel(inner), inner, rank, world)
-        torch.save(inner.state_dict(), f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def _pca_job(rank: int, world: int, out: str) -> None:
+    inner = _pca_model()  # the wrapper exists before the allocation changes anything
+    _pca_train(nn.parallel.DistributedDataParallel(inner), inner, rank, world)
+    torch.save(inner.state_dict(), f"{out}.{rank}")
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_pca_ggm_under_two_process_ddp_equals_one_process(tmp_path: Path) -> None:
     out = tmp_path / "pca.pt"
-    mp.spawn(_pca_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True)
+    store = str(tmp_path / "store")
+    mp.spawn(in_gloo_group, args=(2, store, _pca_job, str(out)), nprocs=2, join=True)
     ranks = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
     single = _pca_model()
     _pca_train(single, single, rank=0, world=1)
