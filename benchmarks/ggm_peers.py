@@ -359,6 +359,7 @@ def plot_rows(rows: list[dict[str, Any]], options: tuple[str, ...], paths: list[
     lines = -(-len(rows) // columns)
     figure, axes = plt.subplots(lines, columns, figsize=(5.5 * columns, 4 * lines), squeeze=False)
     markers = dict(zip(options, "*o^sDvP", strict=False))
+    colors = {name: f"C{i}" for i, name in enumerate(options)}  # the same in every panel
     for axis, row in zip(axes.flat, rows, strict=False):
         objectives = [row[n]["objective"] for n in options if "objective" in row.get(n, {})]
         objectives += [f for _, f in row["graphopt"]["trace"]]
@@ -375,8 +376,8 @@ def plot_rows(rows: list[dict[str, Any]], options: tuple[str, ...], paths: list[
         for name in options:
             v = row.get(name, {})
             if "objective" in v:
-                axis.plot(v["seconds"], gap(v["objective"]), markers[name], markersize=8,
-                          label=name)  # fmt: skip
+                axis.plot(v["seconds"], gap(v["objective"]), markers[name], color=colors[name],
+                          markersize=8, label=name)  # fmt: skip
         axis.set_yscale("log")
         axis.set_xscale("log")
         axis.set(
