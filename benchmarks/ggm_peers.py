@@ -380,8 +380,11 @@ def plot_rows(rows: list[dict[str, Any]], options: tuple[str, ...], paths: list[
                           markersize=8, label=name)  # fmt: skip
         axis.set_yscale("log")
         axis.set_xscale("log")
+        title = f"{row['family']}, p = {row['p']}, lam = {row['lam']:g}"
+        if row["graphopt"].get("capped"):  # the optimum is unknown: say what "best" is
+            title += "\ngraphopt stopped at the cap; best = its last iterate"
         axis.set(
-            title=f"{row['family']}, p = {row['p']}, lam = {row['lam']:g}",
+            title=title,
             xlabel="seconds",
             ylabel="objective above the best (relative)",
         )
