@@ -10,6 +10,9 @@ Writes results/ggm_families.{json,md,png} (and ggm_scale.{json,md}).
 
     .venv/bin/python benchmarks/ggm_families.py --sizes 1000 --cap 300 --threads 1
     .venv/bin/python benchmarks/ggm_families.py --sizes 2000 --cap 600 --threads 1 --add
+    .venv/bin/python benchmarks/ggm_families.py --sizes 1000 --cap 300 --threads 2 --add
+
+Rows are keyed by (family, p, lam, threads): a run with another thread count adds rows.
     .venv/bin/python benchmarks/ggm_families.py --scale --sizes 1000
 """
 
@@ -61,6 +64,7 @@ def family_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "family": family,
                     "p": p,
                     "lam": lam,
+                    "threads": args.threads,
                     "cap_seconds": args.cap,
                     **screening(s, lam),
                 }
@@ -124,12 +128,12 @@ def main() -> None:
     host = machine(args.machine_note)
     if args.add and (RESULTS / f"{name}.json").exists():
         saved = json.loads((RESULTS / f"{name}.json").read_text())
-        keys = ("family", "p", "lam", "c")
+        keys = ("family", "p", "lam", "threads", "c")
         fresh = {tuple(r.get(k) for k in keys) for r in rows}
         kept = [r for r in saved["rows"] if tuple(r.get(k) for k in keys) not in fresh]
         rows, commands = kept + rows, saved["commands"] + commands
         host = host if args.machine_note else saved["machine"]
-    rows.sort(key=lambda r: (r["family"], r["p"], -r["lam"], r.get("c", 0)))
+    rows.sort(key=lambda r: (r["family"], r["p"], -r["lam"], r.get("threads") or 0, r.get("c", 0)))
     payload = {"commands": commands, "machine": host, "rows": rows}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(
@@ -157,7 +161,8 @@ def family_table(payload: dict[str, Any]) -> list[str]:
         "| problem | p | lam | edges |S_ij| > lam | largest screened block |",
         "|---|---|---|---|---|",
     ]
-    for row in rows:
+    problems = {(r["family"], r["p"], r["lam"]): r for r in rows}  # one line per problem
+    for row in problems.values():
         lines.append(
             f"| {row['family']} | {row['p']} | {row['lam']:g} | "
             f"{row['edge_fraction']:.4f} | {row['largest_block']} |"

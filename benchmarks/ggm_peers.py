@@ -381,6 +381,8 @@ def plot_rows(rows: list[dict[str, Any]], options: tuple[str, ...], paths: list[
         axis.set_yscale("log")
         axis.set_xscale("log")
         title = f"{row['family']}, p = {row['p']}, lam = {row['lam']:g}"
+        if row.get("threads"):
+            title += f", {row['threads']} thread{'s' if row['threads'] > 1 else ''}"
         if row["graphopt"].get("capped"):  # the optimum is unknown: say what "best" is
             title += "\ngraphopt stopped at the cap; best = its last iterate"
         axis.set(
