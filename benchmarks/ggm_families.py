@@ -11,9 +11,9 @@ Writes results/ggm_families.{json,md,png} (and ggm_scale.{json,md}).
     .venv/bin/python benchmarks/ggm_families.py --sizes 1000 --cap 300 --threads 1
     .venv/bin/python benchmarks/ggm_families.py --sizes 2000 --cap 600 --threads 1 --add
     .venv/bin/python benchmarks/ggm_families.py --sizes 1000 --cap 300 --threads 2 --add
-
-Rows are keyed by (family, p, lam, threads): a run with another thread count adds rows.
     .venv/bin/python benchmarks/ggm_families.py --scale --sizes 1000
+
+Rows are keyed by (family, p, lam, threads): ``--add`` with another thread count adds rows.
 """
 
 from __future__ import annotations
