@@ -70,6 +70,10 @@ from graphopt.solvers.validation import check_int_in_range
 
 Progress = Callable[[int, dict[str, float]], None]
 
+Certificate = tuple[torch.Tensor, torch.Tensor, float, float, float | None]
+"""Z's Cholesky factor, Z^-1, f(Z), the duality gap (nan without a conjugate) and the
+KKT residual (None for a penalty without a derivative)."""
+
 FLOAT32_MARGIN = 100.0
 """float32 Omega-steps run while the primal residual exceeds FLOAT32_MARGIN * eps32 *
 (p + ||Omega||_F). Measured on the benchmark anchor at p = 1000, ADMM on float32 steps
@@ -318,11 +322,6 @@ def _iterations_until(value: float, target: float, residuals: list[float], most:
         return most
     log_rate = math.log(residuals[-1] / residuals[-1 - window]) / window
     return min(most, max(1, math.ceil(math.log(target / value) / log_rate)))
-
-
-Certificate = tuple[torch.Tensor, torch.Tensor, float, float, float | None]
-"""Z's Cholesky factor, Z^-1, f(Z), the duality gap (nan without a conjugate) and the
-KKT residual (None for a penalty without a derivative)."""
 
 
 def _certificate(
