@@ -9,11 +9,11 @@ STAMP := $(VENV)/.graphopt-installed
 #   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
 export NO_MKDOCS_2_WARNING := 1
-SRC := graphopt solvers plugins tests benchmarks
+SRC := graphopt solvers plugins tests benchmarks setup.py
 
 .PHONY: setup demo test test-slow lint docs bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py solvers/ggm/_coordinate_descent.c
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)

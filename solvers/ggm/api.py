@@ -29,7 +29,7 @@ import torch
 from graphopt.solvers.ggm.admm import Progress, admm
 from graphopt.solvers.ggm.bcd import REFERENCE_TAU, bcd
 from graphopt.solvers.ggm.groups import GroupStructure, make_groups
-from graphopt.solvers.ggm.newton import newton
+from graphopt.solvers.ggm.newton import coordinate_descent_available, newton
 from graphopt.solvers.ggm.objective import objective as objective_value
 from graphopt.solvers.ggm.objective import stationarity
 from graphopt.solvers.ggm.penalties import (
@@ -37,6 +37,7 @@ from graphopt.solvers.ggm.penalties import (
     L2pPenalty,
     Penalty,
     build_penalty,
+    lasso_slope,
     rescale_penalty,
 )
 from graphopt.solvers.ggm.result import GGMResult, warn_not_converged
@@ -97,13 +98,34 @@ def make_penalty(
     return build_penalty(str(penalty), factory, merged)
 
 
+EDGE_FRACTION = 0.05
+"""``choose_solver`` takes ``newton`` (with QUIC's coordinate descent) for the l1 graphical
+lasso when at most this fraction of the pairs has |S_ij| > lam w_ij (the edges screening
+sees), ``admm`` above it. Measured (benchmarks/results/ggm_families.md, ggm_l1.md, one
+thread): at 0.09%-2.3% (chain and random-graph families, the anchor at p = 500) newton is
+1.0x-1.9x ADMM's speed; at 37% (the anchor at p = 1000) ADMM is (55 s; newton > 100 s)."""
+
+
 def choose_solver(
-    penalty: Penalty, structure: GroupStructure, size: int
+    penalty: Penalty, structure: GroupStructure, s: torch.Tensor, lam: float
 ) -> Callable[..., GGMResult]:
-    """The default ("auto") solver: ``admm`` (with its Newton end game for phi(t) = t),
-    measured faster than the pure proximal ``newton`` at every p of
-    benchmarks/results/ggm_l1.md (docs/solvers/ggm.md, "Which solver")."""
-    return admm
+    """The default ("auto") solver for S (p, p) and the weight ``lam``: ``newton`` for
+    the l1 graphical lasso (singleton groups, phi(t) = t) on the CPU with graphopt's
+    compiled coordinate descent when S has few edges (``EDGE_FRACTION``); otherwise
+    ``admm`` (with its Newton end game for phi(t) = t), measured faster than ``newton``
+    with the conjugate-gradient model solver on every benchmark problem
+    (docs/solvers/ggm.md, "Which solver")."""
+    slope = lasso_slope(penalty)
+    if slope is None or not coordinate_descent_available(s, structure) or lam == 0:
+        return admm
+    rows, cols, index = (
+        torch.as_tensor(a) for a in (structure.rows, structure.cols, structure.group_index)
+    )
+    if rows.numel() == 0:
+        return admm
+    weights = torch.as_tensor(structure.weights)[index]
+    edges = s.cpu()[rows, cols].abs() > lam * slope * weights
+    return newton if float(edges.double().mean()) <= EDGE_FRACTION else admm
 
 
 def solve(
@@ -159,12 +181,13 @@ def solve(
     s = 0.5 * (s + s.T)
     penalty_obj = make_penalty(penalty, p, penalty_options)
     structure = make_groups(groups, size)
-    solver_fn = _solver(solver, penalty_obj, structure, size)
     if lam is None:
-        if solver_fn is not bcd:
+        if solver != "bcd" and solver is not bcd:
+            _solver(solver, penalty_obj, structure, s, 1.0)  # an unknown name says so first
             raise ValueError("lam is required (a penalty weight >= 0)")
         lam = REFERENCE_TAU
     lam = check_positive(lam, "lam", allow_zero=True)
+    solver_fn = _solver(solver, penalty_obj, structure, s, lam)
     eps = torch.finfo(out_dtype).eps if out_dtype.is_floating_point else None
     check_positive_semidefinite(s, "S", definite=lam == 0, eps=eps)
     options = dict(solver_options)
@@ -298,12 +321,16 @@ def regularization_path(S: Any, lams: Sequence[float], **options: Any) -> list[G
 
 
 def _solver(
-    solver: str | Callable[..., GGMResult], penalty: Penalty, structure: GroupStructure, size: int
+    solver: str | Callable[..., GGMResult],
+    penalty: Penalty,
+    structure: GroupStructure,
+    s: torch.Tensor,
+    lam: float,
 ) -> Callable[..., GGMResult]:
     if callable(solver):
         return solver
     if solver == "auto":
-        return choose_solver(penalty, structure, size)
+        return choose_solver(penalty, structure, s, lam)
     if solver not in SOLVERS:
         raise ValueError(
             f"solver must be 'auto', one of {sorted(SOLVERS)} or a callable; got {solver!r} "

@@ -13,7 +13,12 @@ definite (a Cholesky factorization is the test and gives the next W) and
 decreases f by the Armijo rule f(Omega + t D) <= f(Omega) + sigma t delta,
 delta = <G, D> + P(X) - P(Omega) (QUIC's rule; Tseng & Yun 2009).
 
-QUIC solves the model by coordinate descent. Here it is solved by orthant steps
+The model has two solvers (``inner``). "cd", for the l1 graphical lasso on the CPU:
+QUIC's coordinate descent (sec. 3.2), one entry at a time in closed form, compiled
+(``_coordinate_descent.c``), swept until no entry moves by more than the forcing
+term times the first sweep's largest move; a model whose coordinates are so coupled
+that ``MAX_SWEEPS`` sweeps do not settle it is solved by "cg" from that step on.
+"cg" (groups, GPU, no compiler): orthant steps
 (``active_set``: Oztoprak, Nocedal, Rennie & Olsen 2012), each a conjugate
 gradient solve of P_F(W D W) + C D = -R_F, preconditioned with D -> P_F(Omega D
 Omega), the exact inverse of W (x) W on the full space (CG then needs a few
@@ -46,11 +51,16 @@ from graphopt.solvers.ggm.active_set import (
     quic_free_set,
 )
 from graphopt.solvers.ggm.duality import duality_gap, relative_gap
-from graphopt.solvers.ggm.groups import GroupStructure, group_norms
+from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms
 from graphopt.solvers.ggm.objective import log_det, stationarity, subgradient
 from graphopt.solvers.ggm.penalties import L1Penalty, Penalty, lasso_slope, penalty_value
 from graphopt.solvers.ggm.result import GGMResult, warn_not_converged
 from graphopt.solvers.validation import check_int_in_range, check_positive
+
+try:
+    from graphopt.solvers.ggm._coordinate_descent import sweeps as _sweeps
+except ImportError:  # built without a C compiler (setup.py: the extension is optional)
+    _sweeps = None
 
 PROGRESS_WINDOW = 5
 """Newton stops when a window of this many steps does not cut the KKT residual 10x."""
@@ -93,6 +103,27 @@ STAGE_STATIONARITY = 1e-2
 
 STAGE_STEPS = 3
 
+MAX_SWEEPS = 50
+POLISH_SWEEP_TOL = 1e-8
+"""QUIC's coordinate descent on the model sweeps the free set until no entry changes by
+more than ``_sweep_tol`` times the first sweep's largest change, at most MAX_SWEEPS
+times; a model that needs more (coordinates strongly coupled: measured on scikit-learn's
+2-D iris case, hundreds of sweeps a step) is solved by CG from that step on."""
+
+
+def _sweep_tol(relative_kkt: float, certified: bool) -> float:
+    """The coordinate descent's stop, relative to its first sweep's largest change: the
+    forcing term of inexact Newton, min(0.1, sqrt(||R|| / ||S||)) (superlinear
+    convergence; Dembo, Eisenstat & Steihaug 1982); ``POLISH_SWEEP_TOL`` for the steps
+    past the certificate (``OVERSHOOT_STEPS``), which take Omega itself to rounding."""
+    return POLISH_SWEEP_TOL if certified else min(0.1, math.sqrt(relative_kkt))
+
+
+def coordinate_descent_available(s: torch.Tensor, structure: GroupStructure) -> bool:
+    """Whether the compiled coordinate descent serves this problem: the l1 graphical lasso
+    (singleton groups) on the CPU, with the extension built."""
+    return _sweeps is not None and structure.singleton and s.device.type == "cpu"
+
 
 @dataclass
 class Polish:
@@ -109,6 +140,7 @@ class Polish:
     objectives: list[float] = field(default_factory=list)
     step_norms: list[float] = field(default_factory=list)
     cg_steps: int = 0
+    sweeps: int = 0
 
 
 def proximal_newton(
@@ -123,6 +155,7 @@ def proximal_newton(
     max_steps: int = 50,
     max_cg: int = 100,
     growth: float | None = GROWTH,
+    inner: str = "cg",
     on_step: Callable[[float, float, torch.Tensor], None] | None = None,
 ) -> Polish | None:
     """Proximal Newton steps on the (group) lasso problem with weight ``lam``
@@ -135,8 +168,10 @@ def proximal_newton(
     says whether the criterion held. None (no step taken) when ``omega`` is not
     positive definite or its relative stationarity exceeds ``max_start_stationarity``.
     ``growth``: how many violating zeros join the model's free set per orthant step
-    (``active_set.GROWTH``; None: all). ``on_step(objective, step_norm, omega)`` is
-    called after every step. ``s`` and ``omega``: symmetric (p, p), same dtype and device.
+    (``active_set.GROWTH``; None: all). ``inner``: the model's solver, "cg" (orthant
+    steps) or "cd" (QUIC's coordinate descent, compiled; ``coordinate_descent_available``).
+    ``on_step(objective, step_norm, omega)`` is called after every step. ``s`` and
+    ``omega``: symmetric (p, p), same dtype and device.
     """
     if omega.shape != s.shape:
         raise ValueError(
@@ -188,11 +223,25 @@ def proximal_newton(
             if best_kkt > 0.1 * best_before_window:
                 return polish
             best_before_window = best_kkt
-        forcing = min(0.5, math.sqrt(relative_kkt)) * kkt
-        target, cg = _model_minimum(
-            omega, covariance, gradient, residual, structure, lam, forcing, growth, max_cg
-        )
-        polish.cg_steps += cg
+        if inner == "cd":
+            target, sweeps = _coordinate_descent(
+                omega,
+                covariance,
+                gradient,
+                residual,
+                structure,
+                lam,
+                _sweep_tol(relative_kkt, polish.converged),
+            )
+            polish.sweeps += sweeps
+            if sweeps == MAX_SWEEPS:  # ill-conditioned for coordinates: CG from here on
+                inner = "cg"
+        if inner == "cg":
+            forcing = min(0.5, math.sqrt(relative_kkt)) * kkt
+            target, cg = _model_minimum(
+                omega, covariance, gradient, residual, structure, lam, forcing, growth, max_cg
+            )
+            polish.cg_steps += cg
         trial = _line_search(s, structure, lam, omega, value, gradient, target)
         if trial is None:
             return polish
@@ -266,6 +315,38 @@ def _model_minimum(
             quic_free, subgradient(x, model_gradient, structure, penalty, lam), 0.0
         )
     return x, cg_steps
+
+
+def _coordinate_descent(
+    omega: torch.Tensor,
+    covariance: torch.Tensor,
+    gradient: torch.Tensor,
+    residual: torch.Tensor,
+    structure: GroupStructure,
+    lam: float,
+    tol: float,
+) -> tuple[torch.Tensor, int]:
+    """X minimizing the quadratic model plus P over QUIC's free set by QUIC's coordinate
+    descent (``_coordinate_descent.c``, float64 on the CPU; ``MAX_SWEEPS``); X and the
+    sweeps run."""
+    free = torch.triu(quic_free_set(omega, residual, structure))
+    cols, rows = free.T.nonzero(as_tuple=True)  # pairs i <= j ordered by column j
+    weights = torch.zeros_like(omega, dtype=torch.float64)
+    grouped_rows, grouped_cols, index = _device_indices(structure, omega.device)
+    weights[grouped_rows, grouped_cols] = lam * torch.as_tensor(structure.weights)[index]
+    d = torch.zeros_like(weights)
+    u = torch.zeros_like(weights)
+    run = _sweeps(
+        *(t.to(torch.float64).contiguous().numpy() for t in (covariance, gradient, omega)),
+        weights.numpy(),
+        rows.contiguous().numpy(),
+        cols.contiguous().numpy(),
+        d.numpy(),
+        u.numpy(),
+        MAX_SWEEPS,
+        tol,
+    )
+    return omega + d.to(omega.dtype), run
 
 
 def _penalty_change(
@@ -451,6 +532,7 @@ def newton(
     tol: float = 1e-8,
     max_iter: int = 200,
     max_cg: int = 100,
+    inner: str | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
     warn: bool = True,
 ) -> GGMResult:
@@ -460,8 +542,19 @@ def newton(
     ``omega0`` (positive definite) starts at lam itself. Converged: relative duality
     gap <= ``tol``. ``max_iter`` bounds the Newton steps over the whole path; a final
     lam that Newton cannot finish (a failed line search, no progress) is handed to
-    ADMM from the best iterate, with the steps left.
+    ADMM from the best iterate, with the steps left. ``inner``: the model's solver,
+    "cd" (QUIC's coordinate descent; the l1 graphical lasso on the CPU only) or "cg";
+    None: "cd" where ``coordinate_descent_available``, else "cg".
     """
+    if inner is None:
+        inner = "cd" if coordinate_descent_available(s, structure) else "cg"
+    elif inner not in ("cd", "cg"):
+        raise ValueError(f"inner must be 'cd', 'cg' or None; got {inner!r}")
+    elif inner == "cd" and not coordinate_descent_available(s, structure):
+        raise ValueError(
+            "inner='cd' needs the l1 graphical lasso (singleton groups) on the CPU and "
+            "graphopt's compiled extension (built when a C compiler is present); use inner='cg'"
+        )
     slope = lasso_slope(penalty)
     if slope is None:
         raise ValueError(
@@ -483,7 +576,7 @@ def newton(
         if progress is not None:
             progress(len(history["objective"]), {"objective": value, "step_norm": step_norm})
 
-    cg_steps = 0
+    cg_steps = sweeps = 0
     if omega0 is None:
         omega = torch.diag(1.0 / s.diagonal())
         stage_lam = lam_max(s, structure)
@@ -503,10 +596,15 @@ def newton(
                 max_steps=min(STAGE_STEPS, left),
                 max_cg=max_cg,
                 growth=None,
+                inner=inner,
                 on_step=record,
             )
             if stage is not None:
-                omega, cg_steps = stage.omega, cg_steps + stage.cg_steps
+                omega, cg_steps, sweeps = (
+                    stage.omega,
+                    cg_steps + stage.cg_steps,
+                    sweeps + stage.sweeps,
+                )
                 gradient = s - stage.covariance
     else:
         omega = omega0
@@ -520,10 +618,12 @@ def newton(
         max_steps=max_iter - len(history["objective"]),
         max_cg=max_cg,
         growth=None,
+        inner=inner,
         on_step=record,
     )
     newton_steps = len(history["objective"])
     cg_steps += final.cg_steps if final is not None else 0
+    sweeps += final.sweeps if final is not None else 0
     left = max_iter - newton_steps
     if (final is None or not final.converged) and left > 0:
         # Newton cannot finish (a failed line search, no progress): ADMM from its iterate
@@ -553,6 +653,7 @@ def newton(
             newton_steps=newton_steps + rest.info["newton_steps"],
             admm_iterations=len(rest.history["primal_residual"]),
             cg_steps=cg_steps,
+            cd_sweeps=sweeps,
         )
         return rest
     if final is None:  # no budget left at the start of the last lam
@@ -572,5 +673,10 @@ def newton(
         sparse_precision=final.omega,
         duality_gap=final.gap,
         stationarity=stationarity(final.kkt, s),
-        info={"newton_steps": newton_steps, "cg_steps": cg_steps, "admm_iterations": 0},
+        info={
+            "newton_steps": newton_steps,
+            "cg_steps": cg_steps,
+            "cd_sweeps": sweeps,
+            "admm_iterations": 0,
+        },
     )
