@@ -103,7 +103,9 @@ EDGE_FRACTION = 0.05
 lasso when at most this fraction of the pairs has |S_ij| > lam w_ij (the edges screening
 sees), ``admm`` above it. Measured (benchmarks/results/ggm_families.md, ggm_l1.md, one
 thread): at 0.09%-2.3% (chain and random-graph families, the anchor at p = 500) newton is
-1.0x-1.9x ADMM's speed; at 37% (the anchor at p = 1000) ADMM is (55 s; newton > 100 s)."""
+0.9x-1.9x ADMM's speed (below 1x only on the random graph at lam = 0.08, whose solution is
+denser than its edges suggest); at 37% (the anchor at p = 1000) ADMM is faster (55 s;
+newton > 100 s)."""
 
 
 def choose_solver(
