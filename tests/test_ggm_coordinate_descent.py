@@ -180,3 +180,14 @@ def newton_module_edge_fraction() -> float:
     from graphopt.solvers.ggm.api import EDGE_FRACTION
 
     return EDGE_FRACTION
+
+
+def test_proximal_newton_checks_its_inner_solver_too():
+    from graphopt.solvers.ggm import proximal_newton, singleton_groups
+
+    s = torch.from_numpy(correlation(10, 1))
+    start = torch.diag(1.0 / s.diagonal())
+    with pytest.raises(ValueError, match="inner must be 'cd', 'cg' or None"):
+        proximal_newton(s, start, singleton_groups(10), LAM, 1e-8, inner="lu")
+    polish = proximal_newton(s, start, singleton_groups(10), LAM, 1e-10, inner=None)
+    assert polish.converged and polish.sweeps > 0
