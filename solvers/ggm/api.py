@@ -28,7 +28,7 @@ import torch
 
 from graphopt.solvers.ggm.admm import Progress, admm
 from graphopt.solvers.ggm.bcd import REFERENCE_TAU, bcd
-from graphopt.solvers.ggm.groups import GroupStructure, make_groups
+from graphopt.solvers.ggm.groups import GroupStructure, make_groups, pair_weights
 from graphopt.solvers.ggm.newton import coordinate_descent_available, newton
 from graphopt.solvers.ggm.objective import objective as objective_value
 from graphopt.solvers.ggm.objective import stationarity
@@ -120,13 +120,10 @@ def choose_solver(
     slope = lasso_slope(penalty)
     if slope is None or not coordinate_descent_available(s, structure) or lam == 0:
         return admm
-    rows, cols, index = (
-        torch.as_tensor(a) for a in (structure.rows, structure.cols, structure.group_index)
-    )
+    rows, cols, weights = pair_weights(structure, s.device)
     if rows.numel() == 0:
         return admm
-    weights = torch.as_tensor(structure.weights)[index]
-    edges = s.cpu()[rows, cols].abs() > lam * slope * weights
+    edges = s[rows, cols].abs() > lam * slope * weights
     return newton if float(edges.double().mean()) <= EDGE_FRACTION else admm
 
 

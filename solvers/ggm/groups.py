@@ -242,3 +242,12 @@ def _device_indices(
         torch.as_tensor(structure.cols, device=device),
         torch.as_tensor(structure.group_index, device=device),
     )
+
+
+def pair_weights(
+    structure: GroupStructure, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows, columns and the weight w_g of every grouped upper-triangle entry (float64)."""
+    rows, cols, index = _device_indices(structure, device)
+    weights = torch.as_tensor(structure.weights, dtype=torch.float64, device=device)
+    return rows, cols, weights[index]

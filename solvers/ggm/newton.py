@@ -51,7 +51,7 @@ from graphopt.solvers.ggm.active_set import (
     quic_free_set,
 )
 from graphopt.solvers.ggm.duality import duality_gap, relative_gap
-from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms
+from graphopt.solvers.ggm.groups import GroupStructure, group_norms, pair_weights
 from graphopt.solvers.ggm.objective import log_det, stationarity, subgradient
 from graphopt.solvers.ggm.penalties import L1Penalty, Penalty, lasso_slope, penalty_value
 from graphopt.solvers.ggm.result import GGMResult, warn_not_converged
@@ -351,8 +351,8 @@ def _coordinate_descent(
     free = torch.triu(quic_free_set(omega, residual, structure))
     cols, rows = free.T.nonzero(as_tuple=True)  # pairs i <= j ordered by column j
     weights = torch.zeros_like(omega, dtype=torch.float64)
-    grouped_rows, grouped_cols, index = _device_indices(structure, omega.device)
-    weights[grouped_rows, grouped_cols] = lam * torch.as_tensor(structure.weights)[index]
+    grouped_rows, grouped_cols, pair_weight = pair_weights(structure, omega.device)
+    weights[grouped_rows, grouped_cols] = lam * pair_weight
     d = torch.zeros_like(weights)
     u = torch.zeros_like(weights)
     run = _sweeps(
