@@ -55,7 +55,7 @@ from graphopt.solvers.ggm.anderson import AndersonAccelerator
 from graphopt.solvers.ggm.duality import duality_gap, relative_gap
 from graphopt.solvers.ggm.groups import GroupStructure
 from graphopt.solvers.ggm.newton import Polish, proximal_newton
-from graphopt.solvers.ggm.objective import kkt_residual, objective, stationarity
+from graphopt.solvers.ggm.objective import kkt_residual, objective, stationarity, symmetrized
 from graphopt.solvers.ggm.omega_step import omega_step
 from graphopt.solvers.ggm.penalties import (
     Penalty,
@@ -254,7 +254,7 @@ def admm(
             v = target_v
         else:
             fallback, reference = target_v, relaxation * primal
-            v = accelerator.step(v, target_v)
+            v = symmetrized(accelerator.step(v, target_v))  # its products round per entry
     gap: float | None = None
     if polish is not None and polish.converged:
         precision, factor, covariance = polish.omega, polish.factor, polish.covariance
@@ -278,7 +278,7 @@ def admm(
             scored.append((objective(omega, s, structure, penalty, lam, factor), omega, factor))
         value, precision, factor = min(scored, key=lambda scored_iterate: scored_iterate[0])
         covariance = torch.cholesky_inverse(factor)
-        covariance = 0.5 * (covariance + covariance.T)
+        covariance = symmetrized(covariance)
         result_kkt = (
             kkt_residual(precision, s, structure, penalty, lam, covariance)
             if has_derivative(penalty)
@@ -342,7 +342,7 @@ def _certificate(
     if int(info) != 0:
         return math.inf, None
     covariance = torch.cholesky_inverse(factor)
-    covariance = 0.5 * (covariance + covariance.T)
+    covariance = symmetrized(covariance)
     value = objective(z, s, structure, penalty, lam, factor)
     kkt = (
         kkt_residual(z, s, structure, penalty, lam, covariance)

@@ -31,7 +31,7 @@ from graphopt.solvers.ggm.bcd import REFERENCE_TAU, bcd
 from graphopt.solvers.ggm.groups import GroupStructure, make_groups, pair_weights
 from graphopt.solvers.ggm.newton import coordinate_descent_available, newton
 from graphopt.solvers.ggm.objective import objective as objective_value
-from graphopt.solvers.ggm.objective import stationarity
+from graphopt.solvers.ggm.objective import stationarity, symmetrized
 from graphopt.solvers.ggm.penalties import (
     L1Penalty,
     L2pPenalty,
@@ -177,7 +177,7 @@ def solve(
     out_dtype, out_device = tensor.dtype, tensor.device
     s = tensor.to(device=device or out_device, dtype=torch.float64)
     size = check_square_symmetric_finite(s, "S")
-    s = 0.5 * (s + s.T)
+    s = symmetrized(s)
     penalty_obj = make_penalty(penalty, p, penalty_options)
     structure = make_groups(groups, size)
     if lam is None:

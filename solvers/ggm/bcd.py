@@ -39,7 +39,7 @@ import torch
 from graphopt.solvers.ggm.admm import Progress
 from graphopt.solvers.ggm.duality import duality_gap, relative_gap
 from graphopt.solvers.ggm.groups import GroupStructure
-from graphopt.solvers.ggm.objective import log_det, stationarity
+from graphopt.solvers.ggm.objective import log_det, stationarity, symmetrized
 from graphopt.solvers.ggm.omega_step import omega_step
 from graphopt.solvers.ggm.penalties import Penalty, group_prox, has_conjugate, penalty_value
 from graphopt.solvers.ggm.result import GGMResult, warn_not_converged
@@ -125,7 +125,7 @@ def bcd(
                 structure,
                 penalty,
                 lam,
-                covariance=0.5 * (covariance + covariance.T),
+                covariance=symmetrized(covariance),
                 coupling=(lambda0, delta),
             )
             accuracy = relative_gap(gap, value)
@@ -139,7 +139,7 @@ def bcd(
         warn_not_converged("bcd", max_iter, f"{criterion} = {accuracy:.2e}")
     return GGMResult(
         precision=omega,
-        covariance=0.5 * (covariance + covariance.T),
+        covariance=symmetrized(covariance),
         objective=history["objective"][-1] if history["objective"] else math.inf,
         n_iter=iteration,
         converged=converged,

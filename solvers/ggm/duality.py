@@ -41,7 +41,7 @@ import math
 import torch
 
 from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_norms, set_grouped
-from graphopt.solvers.ggm.objective import log_det
+from graphopt.solvers.ggm.objective import log_det, symmetrized
 from graphopt.solvers.ggm.penalties import L1Penalty, Penalty, lasso_slope
 
 
@@ -56,7 +56,7 @@ def dual_point(
     ||U_g|| <= lam w_g dual_radius; zero on the diagonal and on ungrouped pairs (the
     clipped point of the module doc)."""
     g = covariance - s
-    g = 0.5 * (g + g.T)
+    g = symmetrized(g)
     if structure.singleton and type(penalty) is L1Penalty:
         return g.clamp(-lam, lam).fill_diagonal_(0.0)
     rows, cols, index = _device_indices(structure, s.device)
@@ -116,7 +116,7 @@ def duality_gap(
             return math.inf
     if covariance is None:
         covariance = torch.cholesky_inverse(factor)
-        covariance = 0.5 * (covariance + covariance.T)
+        covariance = symmetrized(covariance)
     if lam == 0:
         return _gap_at(torch.zeros_like(s), omega, s, structure, penalty, lam, factor, coupling)
     points = [dual_point(covariance, s, structure, penalty, lam)]

@@ -52,7 +52,7 @@ from graphopt.solvers.ggm.active_set import (
 )
 from graphopt.solvers.ggm.duality import duality_gap, relative_gap
 from graphopt.solvers.ggm.groups import GroupStructure, group_norms, pair_weights
-from graphopt.solvers.ggm.objective import log_det, stationarity, subgradient
+from graphopt.solvers.ggm.objective import log_det, stationarity, subgradient, symmetrized
 from graphopt.solvers.ggm.penalties import L1Penalty, Penalty, lasso_slope, penalty_value
 from graphopt.solvers.ggm.result import GGMResult, warn_not_converged
 from graphopt.solvers.validation import check_int_in_range, check_positive
@@ -108,6 +108,10 @@ MAX_SWEEPS = 50
 more than ``_sweep_tol`` times the first sweep's largest change, at most MAX_SWEEPS
 times; a model that needs more (coordinates strongly coupled: measured on scikit-learn's
 2-D iris case, hundreds of sweeps a step) is solved by CG from that step on."""
+
+NOISE = 1e3
+"""Off-diagonal entries within NOISE machine epsilons of sqrt(Omega_ii Omega_jj) are
+rounding noise (``_without_rounding_noise``)."""
 
 POLISH_SWEEP_TOL = 1e-8
 """``_sweep_tol`` past the certificate (measured: at 1e-6 the 2-D iris case's Omega
@@ -200,6 +204,7 @@ def proximal_newton(
     max_steps = check_int_in_range(max_steps, "max_steps", 0)
     max_cg = check_int_in_range(max_cg, "max_cg", 1)
     inner = _inner_solver(inner, s, structure)
+    omega = _without_rounding_noise(symmetrized(omega))
     factor, info = torch.linalg.cholesky_ex(omega)
     if int(info) != 0:
         return None
@@ -211,7 +216,7 @@ def proximal_newton(
     step = 0
     while True:
         covariance = torch.cholesky_inverse(factor)
-        covariance = 0.5 * (covariance + covariance.T)
+        covariance = symmetrized(covariance)
         gradient = s - covariance
         residual = subgradient(omega, gradient, structure, penalty, lam)
         kkt = float(residual.norm())
@@ -467,6 +472,21 @@ def _sandwich(free: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torc
     return sparse
 
 
+def _without_rounding_noise(omega: torch.Tensor) -> torch.Tensor:
+    """Omega with off-diagonal entries at rounding level of their scale,
+    |Omega_ij| <= ``NOISE`` sqrt(Omega_ii Omega_jj), set to zero.
+
+    Such an entry (a sum that should have cancelled, one half of a pair symmetric only to
+    rounding) has the sign of noise: as a nonzero it fixes an orthant, and the orthant
+    steps, whose model asks it to cross zero, stall (measured: five entries of 5e-14 made
+    CG return a zero step). As a zero it is free to move either way.
+    """
+    diagonal = omega.diagonal().clamp_min(0.0).sqrt()
+    noise = NOISE * torch.finfo(omega.dtype).eps * torch.outer(diagonal, diagonal)
+    noise.fill_diagonal_(0.0)
+    return torch.where(omega.abs() <= noise, 0.0, omega)
+
+
 def _line_search(
     s: torch.Tensor,
     structure: GroupStructure,
@@ -479,13 +499,13 @@ def _line_search(
 ) -> tuple[torch.Tensor, torch.Tensor, float] | None:
     """Omega + t (X - Omega), t = 1, 1/2, ...: the first positive definite trial with
     f <= f(Omega) + sigma t delta (module doc); None when there is none or delta >= 0."""
-    direction = target - omega
+    direction = symmetrized(target - omega)  # CG's two halves round apart
     delta = float((gradient * direction).sum()) + _penalty_change(target, omega, structure, lam)
     if not delta < 0:
         return None
     step = 1.0
     for _ in range(halvings):
-        trial = omega + step * direction
+        trial = _without_rounding_noise(omega + step * direction)
         factor, info = torch.linalg.cholesky_ex(trial)
         if int(info) == 0:
             trial_value = _objective(trial, s, structure, lam, factor)

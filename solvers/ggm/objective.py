@@ -14,6 +14,17 @@ from graphopt.solvers.ggm.groups import GroupStructure, _device_indices, group_n
 from graphopt.solvers.ggm.penalties import L1Penalty, Penalty, penalty_value
 
 
+def symmetrized(a: torch.Tensor) -> torch.Tensor:
+    """(A + A^T) / 2, symmetric to the last bit (floating-point addition commutes).
+
+    Every iterate goes through it: a matrix symmetric only to rounding can be zero on one
+    side of the diagonal and not the other, and a free set or a Cholesky factorization
+    (which reads one triangle) built from it describes a different matrix than
+    tr(S Omega) and P(Omega) do.
+    """
+    return 0.5 * (a + a.T)
+
+
 def log_det(omega: torch.Tensor, factor: torch.Tensor | None = None) -> float:
     """log det Omega via Cholesky; -inf (never NaN) when Omega is not positive definite.
 

@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import torch
 
+from graphopt.solvers.ggm.objective import symmetrized
+
 
 class OmegaStep(NamedTuple):
     """X and its eigendecomposition X = Q diag(eigenvalues) Q^T."""
@@ -35,7 +37,7 @@ def omega_step(c: torch.Tensor, rho: float, working: torch.dtype | None = None) 
     root = torch.sqrt(values.square() + 4.0 * rho)
     eigenvalues = torch.where(values >= 0, (values + root) / (2.0 * rho), 2.0 / (root - values))
     omega = (vectors * eigenvalues) @ vectors.T
-    omega = 0.5 * (omega + omega.T)
+    omega = symmetrized(omega)
     return OmegaStep(omega.to(c.dtype), eigenvalues.to(c.dtype), vectors.to(c.dtype))
 
 
