@@ -69,8 +69,9 @@ OVERSHOOT_STEPS = 1
 """Steps taken after the certificate first holds (unless the relative stationarity is
 already at rounding level, ``ROUNDING``): the gap bounds the objective error, not
 Omega's, which can be off by ~sqrt(gap / lambda_min(W)^2) (2e-6 on the 2-D iris case at
-gap 5e-14); quadratic convergence takes it to rounding in one step. The answer is the
-certified iterate with the lowest KKT residual."""
+gap 5e-14); one quadratically convergent (inexact) step takes it to about tol (measured
+against the exact optimum: docs/solvers/ggm.md). The answer is the certified iterate
+with the lowest KKT residual."""
 
 ROUNDING = 1e-13
 
@@ -122,7 +123,7 @@ def _sweep_tol(relative_kkt: float, certified: bool) -> float:
     """The coordinate descent's stop, relative to its first sweep's largest change: the
     forcing term of inexact Newton, min(0.1, sqrt(||R|| / ||S||)) (superlinear
     convergence; Dembo, Eisenstat & Steihaug 1982); ``POLISH_SWEEP_TOL`` for the steps
-    past the certificate (``OVERSHOOT_STEPS``), which take Omega itself to rounding."""
+    past the certificate (``OVERSHOOT_STEPS``), which take Omega itself closer."""
     return POLISH_SWEEP_TOL if certified else min(0.1, math.sqrt(relative_kkt))
 
 
