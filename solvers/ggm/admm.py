@@ -121,8 +121,8 @@ def admm(
         z = torch.diag(1.0 / s.diagonal())
         covariance0 = torch.diag(s.diagonal())
     else:
-        z = omega0.clone()
-        covariance0 = torch.cholesky_inverse(torch.linalg.cholesky(z))
+        z = symmetrized(omega0)
+        covariance0 = symmetrized(torch.cholesky_inverse(torch.linalg.cholesky(z)))
     v = z + (covariance0 - s) / rho
     convex = penalty.convex
     if relaxation is None:

@@ -202,6 +202,7 @@ def solve(
             raise ValueError(f"omega0 must have shape {tuple(s.shape)}; got {tuple(start.shape)}")
         check_square_symmetric_finite(start, "omega0")
         check_positive_semidefinite(start, "omega0", definite=True)
+        start = symmetrized(start)  # symmetric to 1e-8 passes the check; solvers need exact
     if screen is None:
         screen = penalty_obj.convex
     began = time.perf_counter()
@@ -353,7 +354,7 @@ def _solve_blocks(
     (``_solve_scaled``); single nodes are 1 / S_ii."""
     size = s.shape[0]
     if lam == 0:  # no penalty: the maximum-likelihood Omega = S^-1 (every solver's answer)
-        precision = torch.cholesky_inverse(torch.linalg.cholesky(s))
+        precision = symmetrized(torch.cholesky_inverse(torch.linalg.cholesky(s)))
         value = objective_value(precision, s, structure, penalty, 0.0)
         return GGMResult(
             precision,

@@ -117,7 +117,7 @@ def bcd(
             progress(iteration, {"objective": value, "change": change})
         # Omega^-1 from the step's eigendecomposition: no extra factorization, and
         # exact where Omega is too ill-conditioned for a Cholesky (singular S)
-        covariance = (step.eigenvectors / step.eigenvalues) @ step.eigenvectors.T
+        covariance = symmetrized((step.eigenvectors / step.eigenvalues) @ step.eigenvectors.T)
         if certify:
             gap = duality_gap(
                 omega,
@@ -125,7 +125,7 @@ def bcd(
                 structure,
                 penalty,
                 lam,
-                covariance=symmetrized(covariance),
+                covariance=covariance,
                 coupling=(lambda0, delta),
             )
             accuracy = relative_gap(gap, value)
@@ -139,7 +139,7 @@ def bcd(
         warn_not_converged("bcd", max_iter, f"{criterion} = {accuracy:.2e}")
     return GGMResult(
         precision=omega,
-        covariance=symmetrized(covariance),
+        covariance=covariance,
         objective=history["objective"][-1] if history["objective"] else math.inf,
         n_iter=iteration,
         converged=converged,

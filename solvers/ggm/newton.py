@@ -69,9 +69,9 @@ OVERSHOOT_STEPS = 1
 """Steps taken after the certificate first holds (unless the relative stationarity is
 already at rounding level, ``ROUNDING``): the gap bounds the objective error, not
 Omega's, which can be off by ~sqrt(gap / lambda_min(W)^2) (2e-6 on the 2-D iris case at
-gap 5e-14); one quadratically convergent (inexact) step takes it to about tol (measured
-against the exact optimum: docs/solvers/ggm.md). The answer is the certified iterate
-with the lowest KKT residual."""
+gap 5e-14); one quadratically convergent (inexact) step brings it closer (measured
+against the exact optimum, docs/solvers/ggm.md: within 1.6e-7 relative at tol 1e-8).
+The answer is the certified iterate with the lowest KKT residual."""
 
 ROUNDING = 1e-13
 
@@ -110,9 +110,10 @@ more than ``_sweep_tol`` times the first sweep's largest change, at most MAX_SWE
 times; a model that needs more (coordinates strongly coupled: measured on scikit-learn's
 2-D iris case, hundreds of sweeps a step) is solved by CG from that step on."""
 
-NOISE = 1e3
-"""Off-diagonal entries within NOISE machine epsilons of sqrt(Omega_ii Omega_jj) are
-rounding noise (``_without_rounding_noise``)."""
+NOISE_EPSILONS = 1e3
+"""An off-diagonal entry with |Omega_ij| <= NOISE_EPSILONS eps sqrt(Omega_ii Omega_jj)
+(eps: float64's, so a partial correlation of at most 2.2e-13) is rounding noise
+(``_without_rounding_noise``)."""
 
 POLISH_SWEEP_TOL = 1e-8
 """``_sweep_tol`` past the certificate (measured: at 1e-6 the 2-D iris case's Omega
@@ -474,8 +475,8 @@ def _sandwich(free: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torc
 
 
 def _without_rounding_noise(omega: torch.Tensor) -> torch.Tensor:
-    """Omega with off-diagonal entries at rounding level of their scale,
-    |Omega_ij| <= ``NOISE`` sqrt(Omega_ii Omega_jj), set to zero.
+    """Omega with the off-diagonal entries at rounding level of their scale,
+    |Omega_ij| <= ``NOISE_EPSILONS`` eps sqrt(Omega_ii Omega_jj), set to zero.
 
     Such an entry (a sum that should have cancelled, one half of a pair symmetric only to
     rounding) has the sign of noise: as a nonzero it fixes an orthant, and the orthant
@@ -483,7 +484,7 @@ def _without_rounding_noise(omega: torch.Tensor) -> torch.Tensor:
     CG return a zero step). As a zero it is free to move either way.
     """
     diagonal = omega.diagonal().clamp_min(0.0).sqrt()
-    noise = NOISE * torch.finfo(omega.dtype).eps * torch.outer(diagonal, diagonal)
+    noise = NOISE_EPSILONS * torch.finfo(torch.float64).eps * torch.outer(diagonal, diagonal)
     noise.fill_diagonal_(0.0)
     return torch.where(omega.abs() <= noise, 0.0, omega)
 
@@ -500,7 +501,8 @@ def _line_search(
 ) -> tuple[torch.Tensor, torch.Tensor, float] | None:
     """Omega + t (X - Omega), t = 1, 1/2, ...: the first positive definite trial with
     f <= f(Omega) + sigma t delta (module doc); None when there is none or delta >= 0."""
-    direction = symmetrized(target - omega)  # CG's two halves round apart
+    target = symmetrized(target)  # CG's two halves round apart
+    direction = target - omega
     delta = float((gradient * direction).sum()) + _penalty_change(target, omega, structure, lam)
     if not delta < 0:
         return None
