@@ -90,7 +90,10 @@ def node_groups(p: int) -> GroupStructure:
     partition of all off-diagonal pairs, so a whole column is kept or cut.
     """
     p = _matrix_size(p, "node groups")
-    return groups_from_pairs([[(i, j) for i in range(j)] for j in range(1, p)], p)
+    sizes = np.arange(1, p)  # group j - 1 holds the j pairs (0, j) ... (j - 1, j)
+    starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    rows = np.arange(starts.shape[0]) - starts
+    return _built_in(p, rows, np.repeat(sizes, sizes), np.repeat(np.arange(p - 1), sizes))
 
 
 def important_set_groups(p: int, important: Iterable[int]) -> GroupStructure:
@@ -106,8 +109,29 @@ def important_set_groups(p: int, important: Iterable[int]) -> GroupStructure:
         raise ValueError(
             f"important must name between 1 and p - 1 = {p - 1} distinct nodes; got {len(members)}"
         )
-    others = [j for j in range(p) if j not in set(members)]
-    return groups_from_pairs([[(i, j) for i in members] for j in others], p)
+    inside = np.asarray(members)[None, :]
+    others = np.setdiff1d(np.arange(p), members)[:, None]  # one group per node outside I
+    return _built_in(
+        p,
+        np.minimum(inside, others).ravel(),
+        np.maximum(inside, others).ravel(),
+        np.repeat(np.arange(others.shape[0]), inside.shape[1]),
+    )
+
+
+def _built_in(
+    p: int, rows: np.ndarray, cols: np.ndarray, group_index: np.ndarray
+) -> GroupStructure:
+    """The structure of a built-in grouping, valid by construction (pairs rows < cols, each
+    once), weights 1: no per-pair checks (``groups_from_pairs`` took 3.3 s on node groups
+    at p = 500, a fifth of the solve)."""
+    return GroupStructure(
+        size=p,
+        rows=rows.astype(np.int64),
+        cols=cols.astype(np.int64),
+        group_index=group_index.astype(np.int64),
+        weights=np.ones(int(group_index.max()) + 1),
+    )
 
 
 def _matrix_size(size: int, kind: str) -> int:
