@@ -57,6 +57,29 @@ def test_built_in_groups_equal_their_validated_pair_lists(p):
         assert same_structure(important_set_groups(p, important), groups_from_pairs(pairs, p))
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_array_checked_groups_equal_the_pair_by_pair_checks(seed):
+    """The fast path (array checks, one conversion per group) builds what the pair-by-pair
+    checks build, for groups given as lists, tuples or arrays, pairs in either order."""
+    from graphopt.solvers.ggm.groups import _pairs_checked_one_by_one
+
+    rng = np.random.default_rng(seed)
+    p = 12
+    upper = [(i, j) for i in range(p) for j in range(i + 1, p)]
+    chosen = rng.permutation(len(upper))[: rng.integers(1, len(upper))]
+    groups = [
+        [upper[k][:: rng.choice([1, -1])] for k in part]
+        for part in np.array_split(chosen, rng.integers(1, len(chosen) + 1))
+        if len(part)
+    ]
+    kinds = [list, tuple, np.array]
+    given = [kinds[g % 3](group) for g, group in enumerate(groups)]
+    built = groups_from_pairs(given, p)
+    rows, cols, index = _pairs_checked_one_by_one(groups, p)
+    assert np.array_equal(built.rows, rows) and np.array_equal(built.cols, cols)
+    assert np.array_equal(built.group_index, index)
+
+
 def test_pairs_in_either_order_are_the_same_entry():
     a = groups_from_pairs([[(0, 1), (2, 1)]], 3)
     b = groups_from_pairs([[(1, 0), (1, 2)]], 3)
